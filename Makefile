@@ -1,0 +1,43 @@
+# One command per intent. Everything installs itself on first use.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test test-fast check bench scx-layered clean
+
+$(STAMP): pyproject.toml
+	rm -f $(VENV)/.installed-*
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+## demo: plan the bundled example node and print it as a table (seconds)
+demo: $(STAMP)
+	$(BIN)/temper plan --example --format table
+
+## scx-layered: build the pinned scx_layered into the cache outside the repo (cold: ~20 min)
+scx-layered:
+	scripts/install-scx-layered
+
+## test: every test tier, including scx_layered --print-and-exit (cold: ~20 min, warm: <1 min)
+test: $(STAMP) scx-layered
+	$(BIN)/pytest
+
+## test-fast: unit and integration tiers only
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit tests/integration
+
+## check: lint, format, types and import contracts
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## bench: planning time for 10, 100 and 500 pods on a 192-CPU shape; writes bench/reports/
+bench: $(STAMP)
+	$(BIN)/python bench/plan_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,35 @@
+"""Errors of the host adapters.
+
+    HostError
+    ├── HostRootMissing    the --host-root directory does not exist
+    └── HostReadError      a file under the host root is missing or malformed (names the file)
+
+Foreign exceptions (OSError, the policy core's InputError) are re-raised as these with
+`from exc`, so a caller handles one tree and still sees the cause.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class HostError(Exception):
+    """Base of every error the host adapters raise."""
+
+
+class HostRootMissing(HostError):
+    """The host root directory does not exist (or is not a directory)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        problem = "is not a directory" if root.exists() else "does not exist"
+        super().__init__(f"host root {root} {problem}")
+
+
+class HostReadError(HostError):
+    """A file under the host root is missing or malformed. `path` names it."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")

@@ -1,0 +1,61 @@
+"""Kubernetes resource quantities ("250m", "1.5", "2Gi") as exact numbers.
+
+Pods state CPU and memory as quantity strings. The planner needs CPU in millicores and, to
+compute a pod's QoS class, exact equality of requests and limits, so quantities are parsed into
+`Decimal` values with the same suffixes the API server accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+}
+_QUANTITY = re.compile(
+    r"^(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))"
+    r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$"
+)
+
+
+def parse_quantity(value: object) -> Decimal:
+    """The exact value of a quantity: a string such as "250m" or "2Gi", or a JSON number.
+
+    Raises ValueError with the offending text for anything the API server would reject.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"quantity must be a string or a number, got {value!r}")
+    text = str(value).strip()
+    found = _QUANTITY.match(text)
+    if found is None:
+        raise ValueError(f"invalid quantity {text!r}")
+    try:
+        number = Decimal(found["number"])
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
+        raise ValueError(f"invalid quantity {text!r}") from exc
+    return number * _multiplier(found["suffix"] or "")
+
+
+def _multiplier(suffix: str) -> Decimal:
+    if suffix in _BINARY:
+        return Decimal(_BINARY[suffix])
+    if suffix in _DECIMAL:
+        return _DECIMAL[suffix]
+    return Decimal(10) ** int(suffix[1:])
+
+
+def cpu_millis(value: object) -> int:
+    """CPU in millicores, rounded up as the API server rounds CPU quantities."""
+    millis = parse_quantity(value) * 1000
+    return int(millis.to_integral_value(rounding="ROUND_CEILING"))
