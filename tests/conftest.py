@@ -1,0 +1,82 @@
+"""Shared fixtures: a fake 16-CPU host (`host_root`), Pod objects (`pod_manifest`) and PodList files
+(`write_pod_list`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from temper.host.fakesys import write_fake_sysfs
+from temper.policy.machine import synthetic_shape
+
+PodManifest = dict[str, Any]
+
+
+@pytest.fixture
+def host_root(tmp_path: Path) -> Path:
+    """A host root whose sysfs describes 16 CPUs: one socket, 8 cores x 2 threads, one LLC."""
+    return write_fake_sysfs(tmp_path / "host", synthetic_shape(1, 8, 2, 1))
+
+
+def _pod_manifest(
+    name: str,
+    namespace: str = "default",
+    *,
+    uid: str | None = None,
+    node: str | None = "node-a",
+    cpu_request: str | None = None,
+    cpu_limit: str | None = None,
+    priority_class: str | None = None,
+    phase: str = "Running",
+    labels: Mapping[str, str] | None = None,
+) -> PodManifest:
+    """A Pod object as `kubectl get pods -o json` prints it, with one container."""
+    resources: dict[str, dict[str, str]] = {}
+    if cpu_request is not None:
+        resources["requests"] = {"cpu": cpu_request}
+    if cpu_limit is not None:
+        resources["limits"] = {"cpu": cpu_limit}
+    spec: dict[str, Any] = {"containers": [{"name": "main", "resources": resources}]}
+    if node is not None:
+        spec["nodeName"] = node
+    if priority_class is not None:
+        spec["priorityClassName"] = priority_class
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid or f"uid-{namespace}-{name}",
+            "labels": dict(labels or {}),
+        },
+        "spec": spec,
+        "status": {"phase": phase},
+    }
+
+
+@pytest.fixture
+def pod_manifest() -> Callable[..., PodManifest]:
+    """Build a Pod manifest (a dict): pod_manifest(name, namespace, uid=, node=, cpu_request=...).
+
+    Not `builders.make_pod`, which builds policy `Pod` values; these are the JSON objects a
+    PodList file holds.
+    """
+    return _pod_manifest
+
+
+@pytest.fixture
+def write_pod_list(tmp_path: Path) -> Callable[..., Path]:
+    """Write these Pod objects as a PodList JSON file named `name` in tmp_path; return its path."""
+
+    def write(pods: Sequence[PodManifest], name: str = "pods.json") -> Path:
+        path = tmp_path / name
+        document = {"apiVersion": "v1", "kind": "List", "items": list(pods)}
+        path.write_text(json.dumps(document, indent=2), encoding="utf-8")
+        return path
+
+    return write
