@@ -1,5 +1,7 @@
-"""Shared fixtures: a fake 16-CPU host (`host_root`), Pod objects (`pod_manifest`) and PodList files
-(`write_pod_list`)."""
+"""Shared fixtures: a fake 16-CPU host, Pod manifests and PodList files written from them.
+
+`host_root`, `pod_manifest` and `write_pod_list` are the names to look for.
+"""
 
 from __future__ import annotations
 

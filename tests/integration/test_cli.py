@@ -471,11 +471,6 @@ def test_finished_pods_of_another_node_do_not_count(
     assert [pod["name"] for pod in document["pods"]] == ["a"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: plan_node's InputError (pods on two nodes, a duplicate uid) reaches the CLI "
-    "without the pods file's path; the CLI promises 'one message naming the file'",
-)
 @pytest.mark.parametrize("problem", ["two nodes", "duplicate uid"])
 def test_pod_set_errors_name_the_pods_file(
     capsys: pytest.CaptureFixture[str],
@@ -533,11 +528,6 @@ def test_process_exits_2_on_usage_errors(argv: list[str]) -> None:
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an absurd CPU quantity escapes as a traceback (decimal.Overflow in "
-    "policy/quantity.py for '1e999999999'; OverflowError in planner._tier_weights for '1e9999')",
-)
 @pytest.mark.parametrize("cpu", ["1e999999999", "1e9999"])
 def test_absurd_cpu_quantity_is_an_input_error(
     tmp_path: Path, pod_manifest: Callable[..., Any], write_pod_list: Callable[..., Path], cpu: str

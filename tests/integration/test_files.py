@@ -147,21 +147,11 @@ def test_missing_file_is_a_host_read_error(tmp_path: Path) -> None:
     assert isinstance(caught.value.__cause__, FileNotFoundError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: files._parse_documents sends any text starting with '{' or '[' to json.loads, "
-    "so a valid YAML flow mapping ({kind: List, items: []}) is rejected as invalid JSON",
-)
 def test_yaml_flow_mapping_is_read_as_yaml(tmp_path: Path) -> None:
     path = write(tmp_path / "pods.yaml", "{kind: List, items: []}\n")
     assert read_pod_list(path) == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: deeply nested JSON/YAML raises RecursionError out of read_pod_list (a traceback "
-    "from the CLI); profiles.py catches RecursionError for TOML, files.py does not",
-)
 @pytest.mark.parametrize(
     ("name", "text"),
     [

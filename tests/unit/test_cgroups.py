@@ -105,9 +105,7 @@ def test_container_path_is_below_its_pod_path(
         ("kubepods.slice/", "/sys/fs/cgroup/kubepods.slice"),
     ],
 )
-def test_regex_subject_is_the_absolute_path_without_trailing_slash(
-    path: str, subject: str
-) -> None:
+def test_regex_subject_is_the_absolute_path_without_trailing_slash(path: str, subject: str) -> None:
     assert regex_subject(path) == subject
 
 

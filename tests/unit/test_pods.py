@@ -132,20 +132,11 @@ def test_init_container_with_equal_limits_keeps_a_pod_guaranteed() -> None:
     assert compute_qos_class([full(), full("2", "2Gi")]) is G
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a zero CPU limit is treated as a limit; Kubernetes counts it as unset (Burstable)",
-)
 def test_zero_cpu_limit_is_not_a_limit_for_guaranteed() -> None:
     # Kubernetes only counts limits greater than zero: this container limits memory, not CPU.
     assert compute_qos_class([container(limits={"cpu": "0", "memory": "1Gi"})]) is B
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: non-QoS resources (extended, ephemeral-storage) make a pod Burstable; "
-    "Kubernetes only looks at cpu and memory, so the pod is BestEffort",
-)
 @pytest.mark.parametrize(
     "resources",
     [{"nvidia.com/gpu": "1"}, {"ephemeral-storage": "1Gi"}],
@@ -344,11 +335,6 @@ def test_pod_cpu_limit(
     assert parse_pod(obj, "p").cpu_limit_millis == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a zero CPU limit yields cpu_limit_millis=0; kubelet sets no CPU quota for it, "
-    "so the pod is unlimited (None)",
-)
 def test_zero_cpu_limit_counts_as_no_limit() -> None:
     obj = pod_obj(containers=[container(limits={"cpu": "0"}), container("b", limits={"cpu": "1"})])
     assert parse_pod(obj, "p").cpu_limit_millis is None
@@ -500,11 +486,6 @@ def test_non_mapping_item_is_an_input_error() -> None:
         parse_pod_list({"kind": "PodList", "items": [pod_obj(), "nope"]})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a bad quantity's message names the pod but not the container or resource "
-    "field, although parse_pod promises to name the field",
-)
 def test_bad_quantity_message_names_the_container_and_resource() -> None:
     obj = pod_obj(containers=[container("sidecar", limits={"memory": "lots"})])
     with pytest.raises(InputError) as caught:

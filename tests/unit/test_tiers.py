@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,7 +29,7 @@ def test_tiers_are_in_rank_order() -> None:
     assert [tier.rank for tier in ORDER] == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.parametrize(("higher", "lower"), list(zip(ORDER, ORDER[1:], strict=False)))
+@pytest.mark.parametrize(("higher", "lower"), list(itertools.pairwise(ORDER)))
 def test_above_is_strict(higher: Tier, lower: Tier) -> None:
     assert higher.above(lower)
     assert not lower.above(higher)

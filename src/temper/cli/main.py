@@ -18,11 +18,11 @@ from pathlib import Path
 
 from temper import __version__
 from temper.cli.render import FORMATS, render
-from temper.host.errors import HostError
+from temper.host.errors import HostError, HostReadError
 from temper.host.files import read_pod_list, read_profiles
 from temper.host.machine import read_machine_shape
 from temper.policy.cgroups import CgroupDriver
-from temper.policy.errors import PolicyError
+from temper.policy.errors import InputError, PolicyError
 from temper.policy.planner import Plan, PlanSettings, plan_node
 from temper.policy.tiers import Tier
 
@@ -30,10 +30,9 @@ EXAMPLE = "examples/node-a"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
-        plan = _plan(args, parser)
+        plan = _plan(args)
     except (PolicyError, HostError) as exc:
         print(f"temper plan: error: {exc}", file=sys.stderr)
         return 1
@@ -41,14 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Plan:
+def _plan(args: argparse.Namespace) -> Plan:
     if args.example:
         with as_file(files("temper") / EXAMPLE) as example:
             return _plan_files(
                 example / "pods.yaml", example / "host", [example / "profile.toml"], args
             )
     if args.pods is None:
-        parser.error("plan needs --pods FILE (or --example for the bundled example node)")
+        args.plan_parser.error("the following arguments are required: --pods (or --example)")
     return _plan_files(args.pods, args.host_root, args.profile, args)
 
 
@@ -59,7 +58,10 @@ def _plan_files(
     profiles = read_profiles(profile_paths)
     shape = read_machine_shape(host_root)
     settings = PlanSettings(cgroup_driver=CgroupDriver(args.cgroup_driver))
-    return plan_node(pods, shape, profiles, settings, dict(args.assign))
+    try:
+        return plan_node(pods, shape, profiles, settings, dict(args.assign))
+    except InputError as exc:  # a pod set that cannot be one node's: the pods file is at fault
+        raise HostReadError(pods_path, str(exc)) from exc
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,11 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         help="print the scx_layered config Temper would run on a node",
         description="Plan one node: tiers for its pods and the scx_layered config enforcing them.",
     )
+    plan.set_defaults(plan_parser=plan)
     plan.add_argument(
         "--pods",
         type=Path,
         metavar="FILE",
-        help="PodList of one node's pods, JSON or YAML (kubectl get pods -o json)",
+        help="PodList of one node's pods, JSON or YAML (kubectl get pods -o json); - for stdin",
     )
     plan.add_argument(
         "--example",

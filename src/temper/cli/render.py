@@ -71,6 +71,7 @@ def table(plan: Plan) -> str:
 
 
 def _layer_row(layer: LayerSpec, pods: int) -> tuple[str, ...]:
+    """One table row; a profile's thread layer holds threads of pods, not pods, so says so."""
     cpus = "-" if layer.cpus_range is None else "{}-{}".format(*layer.cpus_range)
     util = "-" if layer.util_range is None else "{:.2f}-{:.2f}".format(*layer.util_range)
     flags = [f for f in ("protected", "exclusive", "preempt") if getattr(layer, f)]

@@ -2,7 +2,8 @@
 
     HostError
     ├── HostRootMissing    the --host-root directory does not exist
-    └── HostReadError      a file under the host root is missing or malformed (names the file)
+    └── HostReadError      an input file (under the host root, or given by the user) is missing
+                           or malformed; names the file
 
 Foreign exceptions (OSError, the policy core's InputError) are re-raised as these with
 `from exc`, so a caller handles one tree and still sees the cause.
@@ -27,7 +28,7 @@ class HostRootMissing(HostError):
 
 
 class HostReadError(HostError):
-    """A file under the host root is missing or malformed. `path` names it."""
+    """An input file is missing or malformed. `path` names it."""
 
     def __init__(self, path: Path, problem: str) -> None:
         self.path = path

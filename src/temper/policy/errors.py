@@ -26,7 +26,8 @@ class ProfileError(PolicyError):
         self.source = source
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{source}: invalid workload profile ({len(problems)} problems):\n{lines}")
+        count = f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
+        super().__init__(f"{source}: invalid workload profile ({count}):\n{lines}")
 
 
 class PlanError(PolicyError):

@@ -73,9 +73,9 @@ from temper.policy.scx import (
     LayerKind,
     LayerSpec,
     Match,
+    Placer,
     Rule,
     check_config,
-    place,
     render_config,
 )
 from temper.policy.tiers import TIERS, QosClass, Tier, TierSettings, TierSource, decide_tier
@@ -177,7 +177,7 @@ def _node_pods(pods: Iterable[Pod], warnings: list[str]) -> list[Pod]:
     nodes = sorted({pod.node_name for pod in live if pod.node_name})
     if len(nodes) > 1:
         raise InputError(
-            f"the pods are on {len(nodes)} nodes ({', '.join(nodes[:3])}...); plan one node's "
+            f"the pods are on {len(nodes)} nodes ({_some(nodes)}); plan one node's "
             "pods: kubectl get pods -A --field-selector spec.nodeName=NODE -o json"
         )
     uids = [pod.uid for pod in live]
@@ -191,6 +191,11 @@ def _node_pods(pods: Iterable[Pod], warnings: list[str]) -> list[Pod]:
         (pod for pod in live if pod not in unscheduled),
         key=lambda pod: (pod.namespace, pod.name, pod.uid),
     )
+
+
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _decide_tiers(
@@ -304,9 +309,10 @@ def _draft(name: str, tier: Tier | None, matches: tuple[AndBlock, ...]) -> Layer
 
 
 def _place_pods(layers: Sequence[LayerSpec], tiered: Sequence[_Tiered]) -> tuple[Placement, ...]:
+    placer = Placer(layers)
     placements = []
     for t in tiered:
-        layer = place(layers, t.path, None)
+        layer = placer.place(t.path, None)
         if layer is None or layer.tier is not t.tier:
             got = "no layer" if layer is None else f"layer {layer.name!r}"
             raise PlanError(f"internal: pod {t.pod.key} ({t.tier.value}) would land in {got}")

@@ -117,23 +117,28 @@ def _build_pod(
 def compute_qos_class(containers: Sequence[Mapping[str, Any]]) -> QosClass:
     """The QoS class Kubernetes gives a pod with these containers (init containers included).
 
-    Guaranteed: every container limits CPU and memory and requests equal limits (a missing
-    request defaults to the limit). BestEffort: no container requests or limits either. Otherwise
-    Burstable. Zero quantities count as unset, as in Kubernetes.
+    As Kubernetes' `GetPodQOS`: only CPU and memory count, and zero quantities count as unset.
+    Guaranteed: every container limits both, and the pod's summed requests equal its summed
+    limits (a missing request defaults to the limit, as the API server does). BestEffort: no
+    request or limit at all. Otherwise Burstable.
     """
-    any_set = False
-    guaranteed = bool(containers)
+    requests: dict[str, Decimal] = {}
+    limits: dict[str, Decimal] = {}
+    guaranteed = True
     for container in containers:
-        requests, limits = _resources(container)
-        any_set = any_set or any(_nonzero(q) for q in (*requests.values(), *limits.values()))
+        limited = set()
         for resource in _QOS_RESOURCES:
-            limit = limits.get(resource)
-            request = requests.get(resource, limit)
-            if limit is None or request is None or parse_quantity(request) != parse_quantity(limit):
-                guaranteed = False
-    if not any_set:
+            request = _quantity(container, "requests", resource)
+            limit = _quantity(container, "limits", resource)
+            if request:
+                requests[resource] = requests.get(resource, Decimal(0)) + request
+            if limit:
+                limits[resource] = limits.get(resource, Decimal(0)) + limit
+                limited.add(resource)
+        guaranteed = guaranteed and limited == set(_QOS_RESOURCES)
+    if not requests and not limits:
         return QosClass.BEST_EFFORT
-    return QosClass.GUARANTEED if guaranteed else QosClass.BURSTABLE
+    return QosClass.GUARANTEED if guaranteed and requests == limits else QosClass.BURSTABLE
 
 
 def _qos_class(
@@ -175,10 +180,24 @@ def _pod_cpu_limit(
 
 
 def _cpu(container: Mapping[str, Any], which: str) -> int | None:
-    """A container's CPU request or limit in millicores; a missing request defaults to the limit."""
+    """A container's CPU request or limit in millicores; None when unset or zero (no limit)."""
+    value = _quantity(container, which, "cpu")
+    return int((value * 1000).to_integral_value(rounding="ROUND_CEILING")) if value else None
+
+
+def _quantity(container: Mapping[str, Any], which: str, resource: str) -> Decimal | None:
+    """One request or limit; a missing request defaults to the limit, as the API server does."""
     requests, limits = _resources(container)
-    value = limits.get("cpu") if which == "limits" else requests.get("cpu", limits.get("cpu"))
-    return None if value is None else cpu_millis(value)
+    raw = (
+        limits.get(resource) if which == "limits" else requests.get(resource, limits.get(resource))
+    )
+    if raw is None:
+        return None
+    try:
+        return parse_quantity(raw)
+    except ValueError as exc:
+        name = container.get("name")
+        raise ValueError(f"container {name!r} resources.{which}.{resource}: {exc}") from exc
 
 
 def _resources(container: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
@@ -192,10 +211,6 @@ def _resources(container: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping
             f"container {container.get('name')!r}: requests and limits must be objects"
         )
     return requests, limits
-
-
-def _nonzero(quantity: object) -> bool:
-    return parse_quantity(quantity) != Decimal(0)
 
 
 def _priority(spec: Mapping[str, Any], where: str) -> int | None:

@@ -23,6 +23,10 @@ _DECIMAL = {
     "P": Decimal("1e15"),
     "E": Decimal("1e18"),
 }
+# Kubernetes stores quantities as 64-bit integers of their smallest unit; nothing larger is a
+# quantity the API server would accept.
+MAX_QUANTITY = Decimal(2**63 - 1)
+_MAX_EXPONENT = 30
 _QUANTITY = re.compile(
     r"^(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))"
     r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$"
@@ -41,10 +45,12 @@ def parse_quantity(value: object) -> Decimal:
     if found is None:
         raise ValueError(f"invalid quantity {text!r}")
     try:
-        number = Decimal(found["number"])
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
-        raise ValueError(f"invalid quantity {text!r}") from exc
-    return number * _multiplier(found["suffix"] or "")
+        value = Decimal(found["number"]) * _multiplier(found["suffix"] or "")
+    except (ArithmeticError, InvalidOperation) as exc:
+        raise ValueError(f"quantity {text!r} is out of range") from exc
+    if abs(value) > MAX_QUANTITY:
+        raise ValueError(f"quantity {text!r} is out of range")
+    return value
 
 
 def _multiplier(suffix: str) -> Decimal:
@@ -52,7 +58,10 @@ def _multiplier(suffix: str) -> Decimal:
         return Decimal(_BINARY[suffix])
     if suffix in _DECIMAL:
         return _DECIMAL[suffix]
-    return Decimal(10) ** int(suffix[1:])
+    exponent = int(suffix[1:])
+    if abs(exponent) > _MAX_EXPONENT:
+        raise ArithmeticError(exponent)
+    return Decimal(10) ** exponent
 
 
 def cpu_millis(value: object) -> int:

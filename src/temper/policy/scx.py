@@ -122,12 +122,39 @@ def render_config(layers: Sequence[LayerSpec]) -> str:
 def place(layers: Sequence[LayerSpec], cgroup_path: str, comm: str | None) -> LayerSpec | None:
     """The layer a thread joins: the first, in file order, with a fully matching AND block.
 
-    `comm` None stands for a thread whose name no `CommPrefix` rule claims.
+    `comm` None stands for a thread whose name no `CommPrefix` rule claims. To place many
+    threads against one config, build a `Placer` once.
     """
-    for layer in layers:
-        if any(all(m.matches(cgroup_path, comm) for m in block) for block in layer.matches):
-            return layer
-    return None
+    return Placer(layers).place(cgroup_path, comm)
+
+
+class Placer:
+    """First-match placement against one config, prepared for many lookups.
+
+    Blocks that are a single `CgroupPrefix` (most of them) are tested together with one
+    `str.startswith(tuple)`; the rest rule by rule, comm rules first, which are cheapest.
+    """
+
+    def __init__(self, layers: Sequence[LayerSpec]) -> None:
+        self._layers = [(layer, *_split_blocks(layer.matches)) for layer in layers]
+
+    def place(self, cgroup_path: str, comm: str | None) -> LayerSpec | None:
+        for layer, prefixes, blocks in self._layers:
+            if cgroup_path.startswith(prefixes):
+                return layer
+            if any(all(m.matches(cgroup_path, comm) for m in block) for block in blocks):
+                return layer
+        return None
+
+
+def _split_blocks(blocks: tuple[AndBlock, ...]) -> tuple[tuple[str, ...], list[AndBlock]]:
+    prefixes = tuple(b[0].value for b in blocks if len(b) == 1 and b[0].rule is Rule.CGROUP_PREFIX)
+    others = [
+        tuple(sorted(b, key=lambda m: m.rule is not Rule.COMM_PREFIX))
+        for b in blocks
+        if not (len(b) == 1 and b[0].rule is Rule.CGROUP_PREFIX)
+    ]
+    return prefixes, others
 
 
 def check_config(layers: Sequence[LayerSpec]) -> list[str]:
@@ -142,8 +169,8 @@ def check_config(layers: Sequence[LayerSpec]) -> list[str]:
     names = [layer.name for layer in layers]
     if len(set(names)) != len(names):
         problems.append("layer names are not unique")
-    for layer in layers[:-1]:
-        problems.extend(_check_layer(layer))
+    for layer in layers:
+        problems.extend(_check_layer(layer, catch_all=layer is layers[-1]))
     regexes = sum(m.rule is Rule.CGROUP_REGEX for layer in layers for b in layer.matches for m in b)
     if regexes > MAX_CGROUP_REGEXES:
         problems.append(f"{regexes} CgroupRegex rules; scx_layered allows {MAX_CGROUP_REGEXES}")
@@ -151,10 +178,10 @@ def check_config(layers: Sequence[LayerSpec]) -> list[str]:
     return problems
 
 
-def _check_layer(layer: LayerSpec) -> list[str]:
+def _check_layer(layer: LayerSpec, catch_all: bool) -> list[str]:
     where = f"layer {layer.name!r}"
     problems = []
-    if not layer.matches or any(not block for block in layer.matches):
+    if not catch_all and (not layer.matches or any(not block for block in layer.matches)):
         problems.append(f"{where}: an empty match block outside the last layer")
     if len(layer.matches) > MAX_OR_BLOCKS:
         problems.append(f"{where}: {len(layer.matches)} OR blocks; at most {MAX_OR_BLOCKS}")

@@ -114,7 +114,7 @@ class TierSettings:
 
     def tier_for_priority(self, priority: int) -> Tier:
         """The tier of a pod with this `spec.priority`: the first band whose floor it reaches."""
-        for floor, tier in sorted(self.priority_bands, reverse=True):
+        for floor, tier in sorted(self.priority_bands, key=lambda band: band[0], reverse=True):
             if priority >= floor:
                 return tier
         return self.below_bands
