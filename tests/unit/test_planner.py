@@ -263,3 +263,15 @@ def test_hundreds_of_pods_stay_within_the_limits(driver: CgroupDriver, count: in
 def test_plan_json_is_deterministic_for_equal_input() -> None:
     pods = _many_pods(40)
     assert plan_node(pods, NODE16).config_json() == plan_node(pods[::-1], NODE16).config_json()
+
+
+def test_unscheduled_pods_are_left_out_when_others_name_the_node() -> None:
+    pods = [make_pod("placed", B), make_pod("pending", B, node=None)]
+    plan = plan_node(pods, NODE16)
+    assert [p.pod.name for p in plan.placements] == ["placed"]
+    assert any("1 pods are not scheduled" in w for w in plan.warnings)
+
+
+def test_manifests_without_node_names_are_all_planned() -> None:
+    pods = [make_pod("a", B, node=None), make_pod("b", BE, node=None)]
+    assert len(plan_node(pods, NODE16).placements) == 2

@@ -74,13 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Plan one node: tiers for its pods and the scx_layered config enforcing them.",
     )
     plan.set_defaults(plan_parser=plan)
-    plan.add_argument(
+    source = plan.add_mutually_exclusive_group()
+    source.add_argument(
         "--pods",
         type=Path,
         metavar="FILE",
         help="PodList of one node's pods, JSON or YAML (kubectl get pods -o json); - for stdin",
     )
-    plan.add_argument(
+    source.add_argument(
         "--example",
         action="store_true",
         help="plan the bundled example node (pods, machine shape and a profile)",

@@ -173,6 +173,11 @@ def plan_node(
 
 
 def _node_pods(pods: Iterable[Pod], warnings: list[str]) -> list[Pod]:
+    """The pods to plan, in a canonical order: running or pending pods of one node.
+
+    Pods without `spec.nodeName` are unscheduled and left out, unless no pod names a node at all
+    (hand-written manifests, a static pod directory), where all of them are the node's.
+    """
     live = [pod for pod in pods if not pod.finished]
     nodes = sorted({pod.node_name for pod in live if pod.node_name})
     if len(nodes) > 1:
@@ -184,13 +189,11 @@ def _node_pods(pods: Iterable[Pod], warnings: list[str]) -> list[Pod]:
     if len(set(uids)) != len(uids):
         duplicate = next(uid for uid in uids if uids.count(uid) > 1)
         raise InputError(f"pod uid {duplicate} appears more than once")
-    unscheduled = [pod for pod in live if nodes and not pod.node_name]
-    if unscheduled:
-        warnings.append(f"{len(unscheduled)} pods are not scheduled to a node and are not planned")
-    return sorted(
-        (pod for pod in live if pod not in unscheduled),
-        key=lambda pod: (pod.namespace, pod.name, pod.uid),
-    )
+    scheduled = [pod for pod in live if pod.node_name or not nodes]
+    if len(scheduled) < len(live):
+        unscheduled = len(live) - len(scheduled)
+        warnings.append(f"{unscheduled} pods are not scheduled to a node and are not planned")
+    return sorted(scheduled, key=lambda pod: (pod.namespace, pod.name, pod.uid))
 
 
 def _some(names: Sequence[str], shown: int = 3) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 
 from temper.policy.errors import ProfileError
+from temper.policy.scx import MAX_COMM_PREFIX_BYTES, MAX_LAYERS
 from temper.policy.tiers import Tier
 
 # A profile is a few hundred bytes written by hand. 64 KiB is ample for that and bounds the
@@ -38,12 +39,9 @@ MAX_PROFILE_BYTES = 64 * 1024
 # match_labels. Six leaves room for a value one level too deep to be reported as a wrong type,
 # and keeps everything after parsing (validation, messages) working on a bounded shape.
 MAX_NESTING = 6
-# The kernel keeps a thread's name (comm) in 16 bytes including the NUL (TASK_COMM_LEN), and
-# scx_layered's MAX_COMM is 16 too: a longer prefix could never match any thread.
-MAX_COMM_PREFIX_BYTES = 15
 # Each thread group becomes one scx_layered layer. scx_layered allows 16 layers; the five tier
-# layers, two possible QoS-default layers and the host catch-all leave eight.
-MAX_THREAD_GROUPS = 8
+# layers, two possible moved QoS-default layers (docs/adr/0001) and the host catch-all leave 8.
+MAX_THREAD_GROUPS = MAX_LAYERS - len(Tier) - 2 - 1
 
 # Names become parts of scheduler layer names: short, lowercase, safe in any identifier.
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,22}[a-z0-9])?")

@@ -31,6 +31,8 @@ from temper.policy.tiers import Tier
 MAX_LAYERS = 16
 MAX_OR_BLOCKS = 32
 MAX_CGROUP_REGEXES = 16
+# The kernel keeps a thread's name (comm) in 16 bytes including the NUL (TASK_COMM_LEN), and
+# scx_layered's MAX_COMM is 16 too: a longer prefix could never match any thread.
 MAX_COMM_PREFIX_BYTES = 15
 MIN_WEIGHT, MAX_WEIGHT = 1, 10_000
 MAX_LAYER_NAME_BYTES = 64  # of the 128-byte BPF name, 64 are for the user's part (intf.h)
