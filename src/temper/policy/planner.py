@@ -120,6 +120,7 @@ class Placement:
     tier: Tier
     source: TierSource
     layer: str
+    cgroup_path: str
 
 
 @dataclass(frozen=True)
@@ -319,8 +320,31 @@ def _place_pods(layers: Sequence[LayerSpec], tiered: Sequence[_Tiered]) -> tuple
         if layer is None or layer.tier is not t.tier:
             got = "no layer" if layer is None else f"layer {layer.name!r}"
             raise PlanError(f"internal: pod {t.pod.key} ({t.tier.value}) would land in {got}")
-        placements.append(Placement(t.pod, t.tier, t.source, layer.name))
+        placements.append(Placement(t.pod, t.tier, t.source, layer.name, t.path))
     return tuple(placements)
+
+
+def misplaced(layers: Sequence[LayerSpec], placements: Iterable[Placement]) -> list[Placement]:
+    """The pods these layers (say, a running config) would put outside their tier."""
+    placer = Placer(layers)
+    wrong = []
+    for placement in placements:
+        layer = placer.place(placement.cgroup_path, None)
+        if layer is None or layer.tier is not placement.tier:
+            wrong.append(placement)
+    return wrong
+
+
+def needs_enforcement(plan: Plan) -> bool:
+    """Whether any pod asked for Temper: an operator's assignment, a temper-* PriorityClass or
+    the critical tier. Until one does, the node stays on the stock scheduler (DESIGN.md
+    section 3: adoption is observation-first)."""
+    return any(
+        p.source is TierSource.OPERATOR
+        or (p.pod.priority_class or "").startswith("temper-")
+        or p.tier is Tier.CRITICAL
+        for p in plan.placements
+    )
 
 
 # -- 4. sizing -----------------------------------------------------------------------------------

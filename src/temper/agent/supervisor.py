@@ -1,0 +1,183 @@
+"""The supervisor: carries out the lifecycle's decisions against the kernel and our child.
+
+Each `reconcile` observes (kernel gate, `/sys/kernel/sched_ext`, our child), asks the pure
+`Lifecycle` what to do, and does it:
+
+- START writes the config atomically into the state directory, starts scx_layered on it and
+  waits until the kernel names our scheduler in `root/ops`, the child exits, or the start
+  times out (then it is stopped and counted as a failure);
+- STOP escalates SIGTERM, SIGKILL after a grace period, then SysRq-S, the last only if the
+  kernel still runs a scheduler of ours once our child is gone.
+
+Every change of mode or reason is reported once, as a `Transition`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from temper.host.errors import HostError
+from temper.host.kernel import read_kernel_gate
+from temper.host.sched_ext import read_sched_ext, trigger_sysrq_reset
+from temper.host.scheduler import SchedulerCommand, SchedulerProcess
+from temper.policy.lifecycle import Action, ChildExit, Decision, Lifecycle, Mode, Observation
+from temper.policy.planner import Plan, misplaced
+
+CONFIG_NAME = "layers.json"
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What the agent wants running: a plan, or why nothing, or why the new plan was rejected."""
+
+    plan: Plan | None
+    nothing_reason: str = "no pod on this node has a Temper tier"
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transition:
+    mode: Mode
+    reason: str
+    previous: Mode | None
+    action: Action | None
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    # A TCG guest takes seconds to verify and attach scx_layered's BPF programs; real nodes
+    # under a second. Past this the start counts as a failure.
+    start_timeout_s: float = 60.0
+    # scx_layered exits within milliseconds of SIGTERM; a child that has not after this is hung.
+    stop_grace_s: float = 5.0
+    kill_wait_s: float = 5.0
+    poll_s: float = 0.02
+
+
+class Supervisor:
+    def __init__(
+        self,
+        *,
+        host_root: Path,
+        state_dir: Path,
+        command: SchedulerCommand,
+        report: Callable[[Transition], None],
+        lifecycle: Lifecycle | None = None,
+        settings: SupervisorSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host_root = host_root
+        self.state_dir = state_dir
+        self.command = command
+        self.report = report
+        self.lifecycle = lifecycle or Lifecycle()
+        self.settings = settings or SupervisorSettings()
+        self.clock = clock
+        self.child: SchedulerProcess | None = None
+        self.running_plan: Plan | None = None
+        self.last: tuple[Mode, str] | None = None
+        self._exit: ChildExit | None = None
+
+    async def reconcile(self, wanted: Wanted) -> Decision:
+        await self._reap()
+        decision = self.lifecycle.step(self._observe(wanted))
+        self._report(decision)
+        if decision.action is Action.START and wanted.plan is not None:
+            await self._start(wanted.plan)
+        elif decision.action is Action.STOP:
+            await self.stop()
+        return decision
+
+    async def stop(self) -> None:
+        """Stop our child, escalating; afterwards the kernel runs no scheduler of ours."""
+        child, self.child, self.running_plan = self.child, None, None
+        code = None
+        if child is not None:
+            code = await self._terminate(child)
+            self._exit = ChildExit(code, child.output_tail(), requested=True)
+        if read_sched_ext(self.host_root).is_ours():
+            trigger_sysrq_reset(self.host_root)
+
+    def _observe(self, wanted: Wanted) -> Observation:
+        status = read_sched_ext(self.host_root)
+        running = self.running_plan
+        misplaces = bool(
+            running and wanted.plan and misplaced(running.layers, wanted.plan.placements)
+        )
+        exit_, self._exit = self._exit, None
+        return Observation(
+            now_s=self.clock(),
+            gate_reasons=read_kernel_gate(self.host_root).reasons,
+            kernel_state=status.state.value,
+            kernel_ops=status.ops,
+            child_running=self.child is not None,
+            child_config=_digest(running),
+            child_exit=exit_,
+            wanted_config=_digest(wanted.plan),
+            nothing_reason=wanted.nothing_reason,
+            config_problems=wanted.problems,
+            misplaces_pods=misplaces,
+        )
+
+    async def _reap(self) -> None:
+        """Notice that our child ended on its own."""
+        child = self.child
+        if child is not None and not child.running:
+            await child.wait(self.settings.kill_wait_s)
+            self.child, self.running_plan = None, None
+            self._exit = ChildExit(child.returncode, child.output_tail())
+
+    async def _start(self, plan: Plan) -> None:
+        try:
+            child = await SchedulerProcess.start(self.command, self._write_config(plan))
+        except (HostError, OSError) as exc:
+            self._exit = ChildExit(None, f"could not start: {exc}")
+            return
+        deadline = self.clock() + self.settings.start_timeout_s
+        while self.clock() < deadline:
+            if not child.running:
+                await child.wait(self.settings.kill_wait_s)
+                self._exit = ChildExit(child.returncode, child.output_tail())
+                return
+            if read_sched_ext(self.host_root).is_ours():
+                self.child, self.running_plan = child, plan
+                return
+            await asyncio.sleep(self.settings.poll_s)
+        code = await self._terminate(child)
+        timeout = f"did not attach within {self.settings.start_timeout_s:.0f} s"
+        self._exit = ChildExit(code, f"{child.output_tail()}\n{timeout}")
+
+    async def _terminate(self, child: SchedulerProcess) -> int | None:
+        child.send(signal.SIGTERM)
+        code = await child.wait(self.settings.stop_grace_s)
+        if code is None:
+            child.send(signal.SIGKILL)
+            code = await child.wait(self.settings.kill_wait_s)
+        return code
+
+    def _write_config(self, plan: Plan) -> Path:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / CONFIG_NAME
+        partial = path.with_suffix(".partial")
+        partial.write_text(plan.config_json())
+        partial.replace(path)
+        return path
+
+    def _report(self, decision: Decision) -> None:
+        current = (decision.mode, decision.reason)
+        if current != self.last:
+            previous = self.last[0] if self.last else None
+            self.report(Transition(decision.mode, decision.reason, previous, decision.action))
+            self.last = current
+
+
+def _digest(plan: Plan | None) -> str | None:
+    if plan is None:
+        return None
+    return hashlib.sha256(plan.config_json().encode()).hexdigest()

@@ -1,0 +1,97 @@
+"""The scx_layered child process: start it on a config file, watch it, signal it.
+
+The child's lifetime is tied to the agent's: it is started with PR_SET_PDEATHSIG=SIGKILL, so if
+the agent dies the kernel kills the child, which drops its BPF link and puts every task back on
+the stock scheduler (reference/reliability.md B1; scx_layered's link is not pinned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from temper.host.errors import HostError
+
+_PR_SET_PDEATHSIG = 1
+OUTPUT_LINES = 40  # enough for scx_layered's exit report and the start of a kernel dump
+
+
+@dataclass(frozen=True)
+class SchedulerCommand:
+    """How to run the scheduler: the binary and flags before the config argument."""
+
+    argv_prefix: tuple[str, ...]
+
+    def argv(self, config_path: Path) -> list[str]:
+        return [*self.argv_prefix, f"f:{config_path}"]
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class SchedulerProcess:
+    """One running scheduler child; its output's last lines are kept for exit reports."""
+
+    def __init__(self, process: asyncio.subprocess.Process, config_path: Path) -> None:
+        self._process = process
+        self.config_path = config_path
+        self._tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)
+        self._reader = asyncio.create_task(self._read_output(), name="scx-output")
+
+    @classmethod
+    async def start(cls, command: SchedulerCommand, config_path: Path) -> SchedulerProcess:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command.argv(config_path),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise HostError(f"cannot start {command.argv_prefix[0]}: {exc.strerror}") from exc
+        return cls(process, config_path)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    @property
+    def running(self) -> bool:
+        return self._process.returncode is None
+
+    def output_tail(self) -> str:
+        return "\n".join(self._tail)
+
+    def send(self, signum: int) -> None:
+        """Signal the child; a child that already exited is not an error."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    async def wait(self, timeout_s: float) -> int | None:
+        """The exit code, or None if still running after `timeout_s`."""
+        try:
+            code = await asyncio.wait_for(self._process.wait(), timeout_s)
+        except TimeoutError:
+            return None
+        await self._reader
+        return code
+
+    async def _read_output(self) -> None:
+        stream = self._process.stdout
+        assert stream is not None
+        async for raw in stream:
+            self._tail.append(raw.decode(errors="replace").rstrip())
