@@ -9,7 +9,8 @@ Each `reconcile` observes (kernel gate, `/sys/kernel/sched_ext`, our child), ask
 - STOP escalates SIGTERM, SIGKILL after a grace period, then SysRq-S, the last only if the
   kernel still runs a scheduler of ours once our child is gone.
 
-Every change of mode or reason is reported once, as a `Transition`.
+Every change of mode or reason is reported once, as a `Transition`, including where an action
+left the node.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ class Supervisor:
             await self._start(wanted.plan)
         elif decision.action is Action.STOP:
             await self.stop()
+        if decision.action is not None:
+            # Report where the action left the node (enforcing, or the failure) right away;
+            # any action this follow-up asks for waits for the next reconcile.
+            self._report(self.lifecycle.step(self._observe(wanted)))
         return decision
 
     async def stop(self) -> None:

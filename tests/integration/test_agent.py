@@ -1,0 +1,169 @@
+"""`temper-agent` end to end on a fake host: a real process, the fake scx_layered child."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from temper.agent.main import parse_config
+from temper.host.fakesys import write_fake_kernel, write_fake_sysfs
+from temper.host.sched_ext import SchedState, read_sched_ext
+from temper.policy.cgroups import CgroupDriver
+from temper.policy.machine import synthetic_shape
+
+
+def pod(name: str, uid: str, priority_class: str | None = None) -> dict[str, object]:
+    spec: dict[str, object] = {
+        "containers": [{"name": "app", "resources": {"requests": {"cpu": "500m"}}}]
+    }
+    if priority_class:
+        spec["priorityClassName"] = priority_class
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "uid": uid},
+        "spec": spec,
+        "status": {"phase": "Running"},
+    }
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    root = write_fake_kernel(tmp_path / "host")
+    write_fake_sysfs(root, synthetic_shape(1, 2, 2, 1))
+    return root
+
+
+def start_agent(tmp_path: Path, host: Path) -> subprocess.Popen[str]:
+    fake = tmp_path / "scx_layered"
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -m temper.host.fakescx --root {host} "$@"\n')
+    fake.chmod(0o755)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "temper.agent.main",
+            "--pods-dir",
+            str(tmp_path / "pods"),
+            "--host-root",
+            str(host),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--scx-layered",
+            str(fake),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(check: object, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def events(stderr: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def test_agent_enforces_when_a_pod_asks_and_restores_stock_on_sigterm(
+    tmp_path: Path, host: Path
+) -> None:
+    pods = tmp_path / "pods"
+    pods.mkdir()
+    (pods / "web.json").write_text(json.dumps(pod("web", "11111111-0000-4000-8000-000000000001")))
+    agent = start_agent(tmp_path, host)
+    try:
+        time.sleep(1.5)
+        assert read_sched_ext(host).state is SchedState.DISABLED  # observation first
+        (pods / "checkout.json").write_text(
+            json.dumps(pod("checkout", "11111111-0000-4000-8000-000000000002", "temper-critical"))
+        )
+        wait_for(lambda: read_sched_ext(host).is_ours())
+        assert "critical" in (tmp_path / "state" / "layers.json").read_text()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=30)
+    assert agent.returncode == 0
+    assert read_sched_ext(host).state is SchedState.DISABLED
+    transitions = [e for e in events(stderr) if e["event"] == "transition"]
+    assert [e["mode"] for e in transitions] == ["stock", "stock", "enforcing"]
+    assert "Temper tier" in str(transitions[0]["reason"])
+    assert transitions[1]["action"] == "start"
+    assert events(stderr)[-1]["event"] == "stopped"
+
+
+def test_agent_refuses_on_a_kernel_without_sched_ext_and_keeps_running(tmp_path: Path) -> None:
+    host = write_fake_kernel(tmp_path / "host", sched_ext=False)
+    write_fake_sysfs(host, synthetic_shape(1, 2, 2, 1))
+    pods = tmp_path / "pods"
+    pods.mkdir()
+    (pods / "c.json").write_text(
+        json.dumps(pod("checkout", "11111111-0000-4000-8000-000000000003", "temper-critical"))
+    )
+    agent = start_agent(tmp_path, host)
+    time.sleep(2)
+    assert agent.poll() is None
+    agent.send_signal(signal.SIGTERM)
+    _, stderr = agent.communicate(timeout=30)
+    assert agent.returncode == 0
+    refused = [e for e in events(stderr) if e.get("mode") == "refused"]
+    assert len(refused) == 1
+    assert "sched_ext" in str(refused[0]["reason"])
+
+
+def test_settings_come_from_flags_then_environment_then_file(tmp_path: Path) -> None:
+    file = tmp_path / "agent.toml"
+    file.write_text(
+        'pods_dir = "/from/file"\nstate_dir = "/file/state"\ncgroup_driver = "cgroupfs"\n'
+    )
+    env = {"TEMPER_CONFIG": str(file), "TEMPER_STATE_DIR": "/env/state"}
+    config = parse_config(["--pods-dir", "/from/flag"], env)
+    assert config.pods_dir == Path("/from/flag")
+    assert config.state_dir == Path("/env/state")
+    assert config.cgroup_driver is CgroupDriver.CGROUPFS
+
+
+def test_unknown_config_file_settings_are_refused(tmp_path: Path) -> None:
+    file = tmp_path / "agent.toml"
+    file.write_text('pods_dir = "/p"\npod_dir = "/typo"\n')
+    with pytest.raises(ValueError, match="pod_dir"):
+        parse_config(["--config", str(file)], {})
+
+
+def test_missing_pods_dir_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as caught:
+        parse_config([], {})
+    assert caught.value.code == 2
+
+
+def test_agent_reports_a_bad_host_root_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "temper.agent.main",
+            "--pods-dir",
+            str(tmp_path),
+            "--host-root",
+            str(tmp_path / "nope"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ},
+    )
+    assert done.returncode == 1
+    assert "nope" in done.stderr
+    assert "Traceback" not in done.stderr
