@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from temper.agent.supervisor import Supervisor, Transition, Wanted
+from temper.agent.supervisor import Supervisor, SupervisorSettings, Transition, Wanted
 from temper.host.errors import HostError
 from temper.host.files import read_profiles
 from temper.host.machine import read_machine_shape
@@ -59,6 +59,9 @@ class AgentConfig:
     # How often the kernel's truth is re-read when no pod changed: a foreign scheduler, a
     # SysRq-S or a crashed child is noticed within this.
     interval_s: float = 2.0
+    # How long scx_layered may take to attach before the start counts as a failure: under a
+    # second on real hardware, up to ~35 s in the single-threaded TCG lab.
+    start_timeout_s: float = 60.0
 
 
 class Agent:
@@ -72,6 +75,7 @@ class Agent:
             state_dir=config.state_dir,
             command=SchedulerCommand((str(config.scx_layered),)),
             report=_log_transition,
+            settings=SupervisorSettings(start_timeout_s=config.start_timeout_s),
         )
         self.snapshot: PodSnapshot | None = None
         self.changed = asyncio.Event()
@@ -143,6 +147,7 @@ _FLAGS: dict[str, str] = {
     "state_dir": "where the running scx_layered config is written (default /run/temper)",
     "scx_layered": "the scx_layered binary (default: scx_layered on PATH)",
     "cgroup_driver": "the kubelet's cgroup driver: systemd (default) or cgroupfs",
+    "start_timeout_s": "seconds scx_layered may take to attach (default 60)",
 }
 
 
@@ -187,6 +192,7 @@ def _build_config(values: dict[str, Any]) -> AgentConfig:
         scx_layered=Path(values.get("scx_layered", "scx_layered")),
         cgroup_driver=CgroupDriver(values.get("cgroup_driver", "systemd")),
         profiles=tuple(Path(p) for p in profiles),
+        start_timeout_s=float(values.get("start_timeout_s", 60.0)),
     )
 
 

@@ -1,0 +1,74 @@
+"""A client for scx_layered's statistics socket (scx_stats protocol).
+
+scx_layered serves line-delimited JSON on a UNIX socket at `/var/run/scx/root/stats`: one
+request per line, one response per line (scx_stats 1.1.2 `server.rs`). A `stats` request returns
+the system and per-layer statistics; each connection keeps its own baseline, so rates are deltas
+since that connection's previous request (reference/scx_layered.md 2.5). Task counts are not
+rates, which is what placement checks need.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temper.host.errors import HostError
+
+STATS_SOCKET = Path("var/run/scx/root/stats")
+_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    tasks: int  # tasks currently in the layer
+    util: float  # 100 = one CPU
+    cur_nr_cpus: int  # CPUs the layer owns now
+
+
+def read_layer_stats(root: Path, timeout_s: float = 5.0) -> dict[str, LayerStats]:
+    """Per-layer statistics from the running scx_layered under host root `root`."""
+    response = request_stats(root / STATS_SOCKET, timeout_s)
+    layers = response.get("layers", {})
+    return {
+        name: LayerStats(
+            int(s.get("tasks", 0)), float(s.get("util", 0.0)), int(s.get("cur_nr_cpus", 0))
+        )
+        for name, s in layers.items()
+    }
+
+
+def request_stats(path: Path, timeout_s: float) -> dict[str, Any]:
+    """One `stats` request on the socket at `path`; the `resp` object of the answer."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout_s)
+            conn.connect(str(path))
+            conn.sendall(b'{"req":"stats","args":{"target":"top"}}\n')
+            line = _read_line(conn)
+    except OSError as exc:
+        raise HostError(f"{path}: cannot read scx_layered stats: {exc}") from exc
+    try:
+        answer = json.loads(line)
+    except ValueError as exc:
+        raise HostError(f"{path}: malformed stats response") from exc
+    if answer.get("errno", 0) != 0:
+        raise HostError(f"{path}: stats request failed: {answer.get('args')}")
+    resp: dict[str, Any] = answer.get("args", {}).get("resp", {})
+    return resp
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if chunk.endswith(b"\n") or size > _MAX_RESPONSE_BYTES:
+            break
+    return b"".join(chunks)
