@@ -50,6 +50,11 @@ def test_a8_a_foreign_scheduler_is_never_fought() -> None:
     assert "lavd" in decision.reason
 
 
+def test_a8_another_scx_layered_without_our_child_is_foreign_too() -> None:
+    decision = Lifecycle().step(replace(READY, kernel_state="enabled", kernel_ops=OURS))
+    assert (decision.mode, decision.action) == (Mode.FOREIGN, None)
+
+
 def test_kill_switch_on_or_unknown_means_stock() -> None:
     for switch, word in ((True, "on"), (None, "unknown")):
         decision = Lifecycle().step(replace(RUNNING, kill_switch=switch))

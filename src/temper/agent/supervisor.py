@@ -7,7 +7,8 @@ Each `reconcile` observes (kernel gate, `/sys/kernel/sched_ext`, our child), ask
   waits until the kernel names our scheduler in `root/ops`, the child exits, or the start
   times out (then it is stopped and counted as a failure);
 - STOP escalates SIGTERM, SIGKILL after a grace period, then SysRq-S, the last only if the
-  kernel still runs a scheduler of ours once our child is gone.
+  kernel still runs the very scheduler instance our child attached (same `enable_seq`) once
+  our child is gone.
 
 Every change of mode or reason is reported once, as a `Transition`, including where an action
 left the node.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from temper.host.errors import HostError
 from temper.host.kernel import read_kernel_gate
-from temper.host.sched_ext import read_sched_ext, trigger_sysrq_reset
+from temper.host.sched_ext import SchedState, read_sched_ext, trigger_sysrq_reset
 from temper.host.scheduler import SchedulerCommand, SchedulerProcess
 from temper.policy.lifecycle import Action, ChildExit, Decision, Lifecycle, Mode, Observation
 from temper.policy.planner import Plan, misplaced
@@ -84,6 +85,8 @@ class Supervisor:
         self.running_plan: Plan | None = None
         self.last: tuple[Mode, str] | None = None
         self._exit: ChildExit | None = None
+        # enable_seq when our child attached: the kernel's name for our scheduler instance.
+        self.attached_seq: int | None = None
 
     async def reconcile(self, wanted: Wanted) -> Decision:
         await self._reap()
@@ -106,8 +109,11 @@ class Supervisor:
         if child is not None:
             code = await self._terminate(child)
             self._exit = ChildExit(code, child.output_tail(), requested=True)
-        if read_sched_ext(self.host_root).is_ours():
+        status = read_sched_ext(self.host_root)
+        still_ours = status.state is SchedState.ENABLED and status.enable_seq == self.attached_seq
+        if still_ours and self.attached_seq is not None:
             trigger_sysrq_reset(self.host_root)
+        self.attached_seq = None
 
     def _observe(self, wanted: Wanted) -> Observation:
         status = read_sched_ext(self.host_root)
@@ -150,8 +156,10 @@ class Supervisor:
                 await child.wait(self.settings.kill_wait_s)
                 self._exit = ChildExit(child.returncode, child.output_tail())
                 return
-            if read_sched_ext(self.host_root).is_ours():
+            status = read_sched_ext(self.host_root)
+            if status.is_ours():
                 self.child, self.running_plan = child, plan
+                self.attached_seq = status.enable_seq
                 return
             await asyncio.sleep(self.settings.poll_s)
         code = await self._terminate(child)

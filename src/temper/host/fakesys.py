@@ -119,5 +119,9 @@ def _write(path: Path, cpus: tuple[int, ...]) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
+    """Write by rename, so a concurrent reader sees the old or the new text, as sysfs reads
+    are atomic; never an empty file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="ascii")
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="ascii")
+    partial.replace(path)

@@ -84,12 +84,18 @@ class Observation:
 
     @property
     def foreign(self) -> bool:
-        loaded = self.kernel_state in ("enabled", "enabling")
-        return loaded and bool(self.kernel_ops) and not self.ours
+        """A scheduler is loaded and it is not our child's: another tool's, or another
+        scx_layered's (the ops name alone cannot tell two scx_layered instances apart)."""
+        loaded = self.kernel_state in ("enabled", "enabling") and bool(self.kernel_ops)
+        return loaded and not (self.child_running and self._our_ops)
 
     @property
     def ours(self) -> bool:
-        return self.kernel_state == "enabled" and (self.kernel_ops or "").startswith(OUR_OPS_PREFIX)
+        return self.kernel_state == "enabled" and self.child_running and self._our_ops
+
+    @property
+    def _our_ops(self) -> bool:
+        return (self.kernel_ops or "").startswith(OUR_OPS_PREFIX)
 
 
 @dataclass(frozen=True)
