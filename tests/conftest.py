@@ -1,11 +1,15 @@
 """Shared fixtures: a fake 16-CPU host, Pod manifests and PodList files written from them.
 
-`host_root`, `pod_manifest` and `write_pod_list` are the names to look for.
+`host_root`, `pod_manifest` and `write_pod_list` are the names to look for, and
+`scx_layered`: the pinned scx_layered binary, built once into the cache outside the repo by
+`make scx-layered` (scripts/install-scx-layered). When it is missing, tests that need it fail
+with that instruction; they never skip.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,3 +86,23 @@ def write_pod_list(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scx_layered_path() -> Path:
+    """Where scripts/install-scx-layered puts the pinned version, or $SCX_LAYERED."""
+    if "SCX_LAYERED" in os.environ:
+        return Path(os.environ["SCX_LAYERED"])
+    version = (ROOT / "versions" / "scx_layered").read_text().strip()
+    cache = Path(os.environ.get("TEMPER_CACHE", Path.home() / ".cache" / "temper"))
+    return cache / "scx_layered" / version / "bin" / "scx_layered"
+
+
+@pytest.fixture(scope="session")
+def scx_layered() -> Path:
+    path = scx_layered_path()
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"scx_layered not found at {path}: run `make scx-layered` first", pytrace=False)
+    return path

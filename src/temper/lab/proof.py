@@ -1,0 +1,308 @@
+"""Proof of enforcement, run as root inside the lab guest: `python -m temper.lab.proof`.
+
+It builds a simulated node with pods of all five tiers (and a profiled thread group), runs
+`temper-agent` on it with the real scx_layered, and checks what the kernel and the scheduler
+report, not what the agent believes:
+
+- `enforcing`: `/sys/kernel/sched_ext/state` is enabled and `root/ops` names layered;
+- `config`: the config the agent wrote is byte-identical to a plan made here from the same
+  pods, machine and profile;
+- `placement`: for every layer that holds only our pods' threads, the task count from the
+  scx_layered stats socket equals the number of our threads whose cgroup path (from
+  `/proc/<tid>/cgroup`) and comm the config places there;
+- the faults a VM can produce (reference/reliability.md): A3-like child death (SIGKILL of
+  scx_layered; the agent restarts it within budget), A6 SysRq-S (back on stock, no restart
+  during the cool-down), B4 SIGTERM of the agent (exit 0, stock scheduler), A8 a foreign
+  scheduler (never fought).
+
+Writes a JSON report to `--out` and exits 0 only when every check passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temper.host.machine import read_machine_shape
+from temper.host.sched_ext import SchedState, read_sched_ext
+from temper.host.scxstats import read_layer_stats
+from temper.lab.node import Container, RunningPod, SimulatedNode, Thread
+from temper.policy.planner import plan_node
+from temper.policy.pods import Pod, parse_pod
+from temper.policy.profiles import parse_profiles
+from temper.policy.scx import Placer
+from temper.policy.tiers import QosClass
+
+ROOT = Path("/")
+WORK = Path("/run/temper-lab")
+PROFILE = b"""
+[[profile]]
+name = "checkout-gc"
+[profile.selector]
+namespace = "shop"
+match_labels = { app = "checkout" }
+[[profile.thread_group]]
+name = "gc"
+comm_prefix = "GC Thread"
+tier = "background"
+"""
+
+
+@dataclass(frozen=True)
+class LabPod:
+    pod: Pod
+    containers: tuple[Container, ...]
+    manifest: dict[str, Any]
+
+
+def lab_pod(
+    name: str, qos: QosClass, millis: int, priority_class: str | None, threads: tuple[str, ...]
+) -> LabPod:
+    """A pod manifest as the agent reads it, the same pod parsed, and its one container."""
+    limit = millis if qos is QosClass.GUARANTEED else None
+    resources: dict[str, Any] = {}
+    if qos is not QosClass.BEST_EFFORT:
+        resources["requests"] = {"cpu": f"{millis}m", "memory": "64Mi"}
+    if limit is not None:
+        resources["limits"] = {"cpu": f"{limit}m", "memory": "64Mi"}
+    spec: dict[str, Any] = {"containers": [{"name": "app", "resources": resources}]}
+    if priority_class:
+        spec["priorityClassName"] = priority_class
+    uid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.shop.temper-lab"))
+    meta = {"name": name, "namespace": "shop", "uid": uid, "labels": {"app": name}}
+    manifest = {"kind": "Pod", "metadata": meta, "spec": spec, "status": {"phase": "Running"}}
+    container = Container("app", millis, limit, tuple(Thread(t) for t in threads))
+    return LabPod(parse_pod(manifest, name), (container,), manifest)
+
+
+PODS = (
+    lab_pod(
+        "checkout",
+        QosClass.GUARANTEED,
+        1000,
+        "temper-critical",
+        ("http-1", "http-2", "GC Thread#0", "GC Thread#1"),
+    ),
+    lab_pod("cart", QosClass.GUARANTEED, 500, None, ("cart-worker",)),
+    lab_pod("frontend", QosClass.BURSTABLE, 250, None, ("nginx-worker",)),
+    lab_pod("trainer", QosClass.BURSTABLE, 250, "temper-low", ("trainer-step",)),
+    lab_pod("etl", QosClass.BURSTABLE, 250, "temper-background", ("etl-stage",)),
+    lab_pod("report", QosClass.BEST_EFFORT, 0, None, ("report-gen",)),
+)
+
+
+class Proof:
+    def __init__(self, scx_layered: Path) -> None:
+        self.scx_layered = scx_layered
+        self.checks: list[dict[str, Any]] = []
+        self.facts: dict[str, Any] = {}
+
+    def check(self, name: str, ok: bool, detail: object) -> bool:
+        self.checks.append({"name": name, "ok": ok, "detail": detail})
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+        return ok
+
+    def start_agent(self, log: Path) -> subprocess.Popen[bytes]:
+        args = [
+            sys.executable,
+            "-m",
+            "temper.agent.main",
+            "--pods-dir",
+            str(WORK / "pods"),
+            "--state-dir",
+            str(WORK / "state"),
+            "--scx-layered",
+            str(self.scx_layered),
+            "--profile",
+            str(WORK / "profile.toml"),
+            "--start-timeout-s",
+            "180",
+        ]
+        return subprocess.Popen(args, stderr=log.open("ab"), stdout=subprocess.DEVNULL)
+
+    def run(self) -> None:
+        (WORK / "pods").mkdir(parents=True, exist_ok=True)
+        (WORK / "profile.toml").write_bytes(PROFILE)
+        with SimulatedNode() as node:
+            running = [node.add_pod(p.pod, p.containers) for p in PODS]
+            for p in PODS:
+                (WORK / "pods" / f"{p.pod.name}.json").write_text(json.dumps(p.manifest))
+            log = WORK / "agent.log"
+            agent = self.start_agent(log)
+            try:
+                self.enforcement(running)
+                self.child_death()
+                self.sysrq()
+            finally:
+                self.agent_sigterm(agent)
+            self.foreign(log)
+        self.facts["agent_log"] = log.read_text().splitlines()[-40:]
+
+    def enforcement(self, running: list[RunningPod]) -> None:
+        started = time.monotonic()
+        ok = wait(_ours, 240)
+        self.facts["attach_s"] = round(time.monotonic() - started, 1)
+        if not self.check("enforcing", ok, _kernel()):
+            return
+        plan = plan_node(
+            [p.pod for p in PODS], read_machine_shape(ROOT), parse_profiles(PROFILE, "profile.toml")
+        )
+        written = (WORK / "state" / "layers.json").read_text()
+        self.check("config", written == plan.config_json(), f"{len(plan.layers)} layers")
+        expected = _expected_tasks(Placer(plan.layers), running)
+        ours = set(expected) - {"host"}
+        observed: dict[str, int] = {}
+
+        def counts_match() -> bool:
+            stats = read_layer_stats(ROOT)
+            observed.clear()
+            observed.update({name: stats[name].tasks for name in ours if name in stats})
+            return all(observed.get(name) == expected[name] for name in ours)
+
+        ok = wait(counts_match, 60)
+        self.check("placement", ok, {"expected": expected, "observed": observed})
+
+    def child_death(self) -> None:
+        before = read_sched_ext(ROOT).enable_seq or 0
+        pids = _pids_named("scx_layered")
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        stock = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, 10)
+        again = wait(lambda: _ours() and (read_sched_ext(ROOT).enable_seq or 0) > before, 240)
+        self.check("restart after SIGKILL", stock and again and bool(pids), _kernel())
+
+    def sysrq(self) -> None:
+        Path("/proc/sysrq-trigger").write_text("S")
+        stock = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, 10)
+        seq = read_sched_ext(ROOT).enable_seq
+        time.sleep(10)
+        quiet = (
+            read_sched_ext(ROOT).enable_seq == seq
+            and read_sched_ext(ROOT).state is SchedState.DISABLED
+        )
+        self.check("SysRq-S holds the stock scheduler", stock and quiet, _kernel())
+
+    def agent_sigterm(self, agent: subprocess.Popen[bytes]) -> None:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            code = agent.wait(60)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            code = None
+        state = read_sched_ext(ROOT).state
+        self.check(
+            "SIGTERM: exit 0 on stock",
+            code == 0 and state is SchedState.DISABLED,
+            {"exit": code, "state": state.value},
+        )
+
+    def foreign(self, log: Path) -> None:
+        other = subprocess.Popen(
+            [str(self.scx_layered), "--run-example"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            if not wait(lambda: read_sched_ext(ROOT).state is SchedState.ENABLED, 240):
+                self.check("foreign scheduler left alone", False, "example did not attach")
+                return
+            seq = read_sched_ext(ROOT).enable_seq
+            mark = len(log.read_text().splitlines())
+            agent = self.start_agent(log)
+            time.sleep(15)
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(60)
+            lines = log.read_text().splitlines()[mark:]
+            said_foreign = any('"mode": "foreign"' in line for line in lines)
+            status = read_sched_ext(ROOT)
+            untouched = status.state is SchedState.ENABLED and status.enable_seq == seq
+            self.check(
+                "foreign scheduler left alone",
+                said_foreign and untouched and other.poll() is None,
+                {"logged_foreign": said_foreign, "seq": [seq, status.enable_seq]},
+            )
+        finally:
+            other.send_signal(signal.SIGTERM)
+            other.wait(60)
+
+
+def _expected_tasks(placer: Placer, running: list[RunningPod]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for pod in running:
+        for comm, tids in pod.thread_ids().items():
+            for tid in tids:
+                path = _cgroup_of(tid)
+                layer = placer.place(path, comm) if path is not None else None
+                counts[layer.name if layer else "none"] += 1
+    return dict(counts)
+
+
+def _cgroup_of(tid: int) -> str | None:
+    try:
+        line = Path(f"/proc/{tid}/cgroup").read_text().strip()
+    except OSError:
+        return None
+    return line.split("::", 1)[1].strip("/") + "/"
+
+
+def _pids_named(comm: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == comm:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _ours() -> bool:
+    status = read_sched_ext(ROOT)
+    return status.state is SchedState.ENABLED and (status.ops or "").startswith("layered")
+
+
+def _kernel() -> dict[str, object]:
+    status = read_sched_ext(ROOT)
+    return {"state": status.state.value, "ops": status.ops, "enable_seq": status.enable_seq}
+
+
+def wait(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m temper.lab.proof")
+    parser.add_argument("--scx-layered", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    proof = Proof(args.scx_layered)
+    try:
+        proof.run()
+    finally:
+        report = {"kernel": os.uname().release, "checks": proof.checks, "facts": proof.facts}
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if proof.checks and all(c["ok"] for c in proof.checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Run a shell job as root in a QEMU guest booted on the lab kernel, and get its result back.
+
+The guest is the host, seen through a sched_ext kernel: QEMU shares the host's root directory
+read-only over virtio-9p, and the init script (`init.sh`) runs the job chrooted into it, so the
+job uses the host's Python, venv and binaries. Each run gets a directory
+`lab_cache()/runs/<unique>/` holding `job.sh`, QEMU's serial `console`, the `result` file that
+receives the virtio serial port `lab.result`, and `qemu.log` (QEMU's own messages); the newest
+`KEEP_RUNS` are kept for inspection.
+
+The QEMU command line is the prototype's, with the reasons:
+
+- `-accel tcg,thread=single`: the host has /dev/kvm but nested virtualization does not work, and
+  multi-threaded TCG crashed this kernel intermittently ("Oops: int3"); single-threaded TCG did
+  not in the prototype's runs.
+- `-kernel vmlinux` (an ELF, booted through PVH) with `-bios qboot.rom`: skips SeaBIOS and the
+  bzImage decompressor; a boot to the job is about 5-8 s. Without qboot, QEMU's default BIOS
+  is used (slower, same result).
+- `-smp cpus,cores=C,threads=T`: an SMT topology, so whole-core logic can be tested (DESIGN §7).
+- The job's output and exit status come through a virtio serial port, not the console: the
+  console carries kernel messages, and a tool that scraped it (virtme-ng) lost the exit status.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from temper.lab.errors import LabError
+from temper.lab.provision import LabKernel, lab_cache
+
+QEMU = "qemu-system-x86_64"
+QBOOT = Path("/usr/share/qemu/qboot.rom")  # from qemu-system-data
+CONSOLE_TAIL_LINES = 40
+KEEP_RUNS = 20
+CMDLINE_MAX_BYTES = 2047  # x86 COMMAND_LINE_SIZE is 2048 with the terminating NUL
+# Paths go on the kernel command line and into QEMU's comma-separated options: keep them plain.
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./+@%=~-]*")
+_RC = b"__LAB_RC__="
+_FATAL = b"__LAB_FATAL__="
+
+
+@dataclass(frozen=True)
+class GuestResult:
+    """What a job in the guest did: its exit status, its stdout+stderr, and the boot-to-off time."""
+
+    returncode: int
+    output: str
+    wall_s: float  # from starting QEMU to its exit: boot, job and power-off
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host directory mounted at the same path in the guest, over its own 9p device."""
+
+    tag: str
+    path: Path
+    writable: bool
+
+
+@dataclass(frozen=True)
+class ResultPort:
+    """What the guest wrote to the result port, split into the job's output and the trailer."""
+
+    returncode: int | None  # None when the guest never reported one
+    output: str
+    fatal: str | None  # the init script's own failure, when it had one
+
+
+def run_in_guest(
+    kernel: LabKernel,
+    script: str,
+    *,
+    cpus: int = 4,
+    cores: int = 2,
+    threads: int = 2,
+    memory_mb: int = 2048,
+    timeout_s: float = 900,
+    shares: Sequence[tuple[Path, bool]] = (),
+) -> GuestResult:
+    """Boot a guest, run `script` (shell, as root, chrooted into the host root, cwd /), return.
+
+    `shares` are host directories (path, writable) mounted at the same path in the guest, after
+    its tmpfs mounts over /tmp, /run and /var/tmp. Raises `LabError` when QEMU runs past
+    `timeout_s` (it is killed) or the guest never reports an exit status; both carry the console's
+    last lines. A job that exits non-zero is a result, not an error.
+    """
+    _check_topology(cpus, cores, threads)
+    planned = plan_shares(shares)
+    run_dir = _new_run_dir(lab_cache() / "runs")
+    job = run_dir / "job.sh"
+    job.write_text(script, encoding="utf-8")
+    command = qemu_command(
+        kernel, run_dir, job, planned, cpus=cpus, cores=cores, threads=threads, memory_mb=memory_mb
+    )
+    start = time.monotonic()
+    qemu_rc = _run_qemu(command, run_dir, timeout_s)
+    wall_s = time.monotonic() - start
+    report = parse_result_port((run_dir / "result").read_bytes())
+    if report.fatal is not None:
+        raise _guest_error(f"the guest's init failed: {report.fatal}", run_dir)
+    if report.returncode is None:
+        raise _guest_error(
+            f"the guest never reported an exit status (QEMU exit {qemu_rc})", run_dir
+        )
+    return GuestResult(report.returncode, report.output, wall_s)
+
+
+def plan_shares(shares: Sequence[tuple[Path, bool]]) -> list[Share]:
+    """Check the shared directories and give each a 9p tag; parents come before children."""
+    resolved: dict[Path, bool] = {}
+    for path, writable in shares:
+        real = path.resolve()
+        if not real.is_dir():
+            raise LabError(f"shared directory {path} does not exist")
+        if real == Path("/") or not _PLAIN_PATH.fullmatch(str(real)):
+            raise LabError(
+                f"cannot share {real}: use a directory path of letters, digits, ._/+@%=~-"
+            )
+        resolved[real] = resolved.get(real, False) or writable
+    ordered = sorted(resolved.items(), key=lambda item: (len(item[0].parts), str(item[0])))
+    return [Share(f"share{i}", path, writable) for i, (path, writable) in enumerate(ordered)]
+
+
+def qemu_command(
+    kernel: LabKernel,
+    run_dir: Path,
+    job: Path,
+    shares: Sequence[Share],
+    *,
+    cpus: int,
+    cores: int,
+    threads: int,
+    memory_mb: int,
+) -> list[str]:
+    """The QEMU argv for one run (see the module docstring for each choice)."""
+    for path in (run_dir, job):
+        if not _PLAIN_PATH.fullmatch(str(path)):
+            raise LabError(f"the lab cache path {path} must be letters, digits and ._/+@%=~-")
+    append = f"console=ttyS0 quiet panic=-1 lab_script={job}"
+    if shares:
+        mode = {True: "rw", False: "ro"}
+        append += " lab_shares=" + ",".join(f"{s.tag}:{s.path}:{mode[s.writable]}" for s in shares)
+    if len(append.encode()) > CMDLINE_MAX_BYTES:
+        raise LabError(
+            f"the kernel command line is too long ({len(append)} bytes): share fewer paths"
+        )
+    command = [
+        QEMU,
+        *("-machine", "pc", "-accel", "tcg,thread=single", "-cpu", "max"),
+        *("-smp", f"{cpus},cores={cores},threads={threads}", "-m", str(memory_mb)),
+        *("-nographic", "-nodefaults", "-no-reboot", "-serial", f"file:{run_dir / 'console'}"),
+        *(("-bios", str(QBOOT)) if QBOOT.is_file() else ()),
+        *("-kernel", str(kernel.vmlinux), "-initrd", str(kernel.initrd), "-append", append),
+        *_ninep("hostroot", Path("/"), writable=False),
+        *("-device", "virtio-serial-pci"),
+        *("-chardev", f"file,id=result,path={run_dir / 'result'}"),
+        *("-device", "virtserialport,chardev=result,name=lab.result"),
+    ]
+    for share in shares:
+        command += _ninep(share.tag, share.path, writable=share.writable)
+    return command
+
+
+def parse_result_port(data: bytes) -> ResultPort:
+    """Split the result port's bytes: the job's output, then `\\n__LAB_RC__=<rc>\\n` last.
+
+    The init script writes a newline before the trailer, so output that does not end in one
+    still leaves the trailer on its own line; that newline is not part of the output.
+    """
+    head, _, last = data.rstrip(b"\n").rpartition(b"\n")
+    output = head.decode("utf-8", errors="replace")
+    if last.startswith(_RC) and last[len(_RC) :].isdigit():
+        return ResultPort(int(last[len(_RC) :]), output, None)
+    if last.startswith(_FATAL):
+        return ResultPort(None, output, last[len(_FATAL) :].decode(errors="replace"))
+    return ResultPort(None, data.decode("utf-8", errors="replace"), None)
+
+
+def console_tail(run_dir: Path, lines: int = CONSOLE_TAIL_LINES) -> str:
+    """The last `lines` lines of a run's serial console (empty when there is none)."""
+    try:
+        text = (run_dir / "console").read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _ninep(tag: str, path: Path, *, writable: bool) -> list[str]:
+    readonly = "" if writable else ",readonly=on"
+    fsdev = f"local,id={tag},path={path},security_model=none,multidevs=remap{readonly}"
+    return ["-fsdev", fsdev, "-device", f"virtio-9p-pci,fsdev={tag},mount_tag={tag}"]
+
+
+def _run_qemu(command: list[str], run_dir: Path, timeout_s: float) -> int:
+    """Run QEMU to its exit and return its status; past `timeout_s` kill it and raise."""
+    if shutil.which(command[0]) is None:
+        raise LabError(f"{command[0]} not found: run `python -m temper.lab provision` first")
+    (run_dir / "result").write_bytes(b"")
+    returncode: int | None = None
+    with (run_dir / "qemu.log").open("wb") as log:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            returncode = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if returncode is None:
+        raise _guest_error(f"the guest did not finish within {timeout_s:g} s; QEMU killed", run_dir)
+    return returncode
+
+
+def _guest_error(problem: str, run_dir: Path) -> LabError:
+    qemu_log = (run_dir / "qemu.log").read_text(encoding="utf-8", errors="replace").strip()
+    qemu_part = f"\nQEMU said:\n{qemu_log}" if qemu_log else ""
+    tail = console_tail(run_dir)
+    return LabError(
+        f"{problem}; run directory {run_dir}{qemu_part}\n"
+        f"last {CONSOLE_TAIL_LINES} console lines:\n{tail}"
+    )
+
+
+def _check_topology(cpus: int, cores: int, threads: int) -> None:
+    if min(cpus, cores, threads) < 1 or cpus % (cores * threads) != 0:
+        raise LabError(
+            f"cpus={cpus} is not a whole number of sockets of cores={cores} x threads={threads}"
+        )
+
+
+def _new_run_dir(runs: Path) -> Path:
+    runs.mkdir(parents=True, exist_ok=True)
+    existing = sorted(p for p in runs.iterdir() if p.is_dir())
+    for old in existing[: max(0, len(existing) - KEEP_RUNS + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=runs))

@@ -1,0 +1,164 @@
+"""The lab tooling's parts that need no guest: archive indexes, apt sources, QEMU's command line,
+the result port's trailer, and the warm provisioning path (no network once a release is ready)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from temper.lab.__main__ import parse_share
+from temper.lab.archive import order_candidates, parse_kernel_candidates
+from temper.lab.errors import LabError
+from temper.lab.image import extract_vmlinux, missing_config
+from temper.lab.provision import PIN_ENV, LabKernel, debian_mirror, provision_kernel
+from temper.lab.vm import parse_result_port, plan_shares, qemu_command
+
+
+def stanza(package: str, version: str = "1") -> str:
+    return (
+        f"Package: {package}\nVersion: {version}\nFilename: pool/main/l/{package}.deb\n"
+        f"Size: 10\nSHA256: {'0' * 64}\nDescription: x\n continuation: line\n"
+    )
+
+
+def kernel_index(*releases: str) -> str:
+    kinds = ("base", "binary", "modules")
+    return "\n".join(stanza(f"linux-{kind}-{r}") for r in releases for kind in kinds)
+
+
+def test_only_generic_amd64_releases_with_all_three_packages_are_candidates() -> None:
+    text = kernel_index("7.3.4+deb13-amd64", "7.3.4+deb13-cloud-amd64", "7.3.4+deb13-rt-amd64")
+    text += "\n" + stanza("linux-binary-7.4.1+deb13-amd64")  # no base, no modules
+    found = parse_kernel_candidates("trixie-backports", text)
+    assert [c.release for c in found] == ["7.3.4+deb13-amd64"]
+    assert found[0].packages["modules"].filename.endswith("linux-modules-7.3.4+deb13-amd64.deb")
+
+
+def test_candidates_are_newest_first_and_the_earlier_suite_wins_a_tie() -> None:
+    sid = parse_kernel_candidates("sid", kernel_index("7.2.13+deb14-amd64", "7.3.4+deb13-amd64"))
+    bpo = parse_kernel_candidates("trixie-backports", kernel_index("7.3.4+deb13-amd64"))
+    ordered = order_candidates([*sid, *bpo], ("trixie-backports", "sid"))
+    assert [(c.release, c.suite) for c in ordered] == [
+        ("7.3.4+deb13-amd64", "trixie-backports"),
+        ("7.3.4+deb13-amd64", "sid"),
+        ("7.2.13+deb14-amd64", "sid"),
+    ]
+
+
+def test_the_config_check_names_every_missing_option() -> None:
+    config = "CONFIG_SCHED_CLASS_EXT=y\n# CONFIG_DEBUG_INFO_BTF is not set\nCONFIG_VIRTIO_PCI=m\n"
+    assert missing_config(config) == [
+        "CONFIG_DEBUG_INFO_BTF",
+        "CONFIG_VIRTIO_PCI",
+        "CONFIG_VIRTIO_CONSOLE",
+        "CONFIG_PVH",
+    ]
+
+
+def test_a_file_that_is_not_a_bzimage_is_refused() -> None:
+    with pytest.raises(LabError, match="not an x86 bzImage"):
+        extract_vmlinux(b"\0" * 4096)
+
+
+def test_the_mirror_comes_from_the_first_main_archive_entry(tmp_path: Path) -> None:
+    sources = tmp_path / "sources.list.d"
+    sources.mkdir()
+    (sources / "a.sources").write_text(
+        "Types: deb\nURIs: http://security.example/debian-security\nSuites: trixie-security\n\n"
+        "Enabled: no\nTypes: deb\nURIs: http://disabled.example/debian\nSuites: trixie\n\n"
+        "Types: deb-src\nURIs: http://source.example/debian\nSuites: trixie\n"
+    )
+    (tmp_path / "sources.list").write_text(
+        "# deb http://commented.example/debian trixie main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ trixie main\n"
+    )
+    assert debian_mirror(tmp_path) == "http://mirror.example/debian"
+
+
+def test_no_mirror_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="no Debian archive"):
+        debian_mirror(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("data", "returncode", "output"),
+    [
+        (b"a\nb\n\n__LAB_RC__=7\n", 7, "a\nb\n"),
+        (b"no newline\n__LAB_RC__=0\n", 0, "no newline"),
+        (b"\n__LAB_RC__=0\n", 0, ""),
+        (b"partial output", None, "partial output"),
+    ],
+)
+def test_the_result_port_splits_output_and_exit_status(
+    data: bytes, returncode: int | None, output: str
+) -> None:
+    report = parse_result_port(data)
+    assert (report.returncode, report.output, report.fatal) == (returncode, output, None)
+
+
+def test_an_init_failure_is_not_an_exit_status() -> None:
+    report = parse_result_port(b"\n__LAB_FATAL__=mount hostroot\n")
+    assert (report.returncode, report.fatal) == (None, "mount hostroot")
+
+
+def test_shares_are_checked_and_listed_parents_first(tmp_path: Path) -> None:
+    (tmp_path / "repo" / "out").mkdir(parents=True)
+    shares = plan_shares([(tmp_path / "repo" / "out", True), (tmp_path / "repo", False)])
+    assert [(s.tag, s.path, s.writable) for s in shares] == [
+        ("share0", tmp_path / "repo", False),
+        ("share1", tmp_path / "repo" / "out", True),
+    ]
+    with pytest.raises(LabError, match="does not exist"):
+        plan_shares([(tmp_path / "absent", False)])
+    (tmp_path / "a,b").mkdir()
+    with pytest.raises(LabError, match="cannot share"):
+        plan_shares([(tmp_path / "a,b", False)])
+
+
+def test_the_qemu_command_is_single_threaded_tcg_with_an_smt_topology(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    kernel = LabKernel("7.3.4+deb13-amd64", tmp_path / "vmlinux", tmp_path / "i.cpio", tmp_path)
+    shares = plan_shares([(tmp_path / "out", True)])
+    argv = qemu_command(
+        kernel, tmp_path, tmp_path / "job.sh", shares, cpus=4, cores=2, threads=2, memory_mb=2048
+    )
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
+    assert argv[argv.index("-smp") + 1] == "4,cores=2,threads=2"
+    append = argv[argv.index("-append") + 1]
+    assert f"lab_script={tmp_path}/job.sh" in append
+    assert f"lab_shares=share0:{tmp_path}/out:rw" in append
+    assert "virtserialport,chardev=result,name=lab.result" in argv
+
+
+def test_cli_share_syntax() -> None:
+    assert parse_share("/work/repo") == (Path("/work/repo"), False)
+    assert parse_share("/work/out:rw") == (Path("/work/out"), True)
+    assert parse_share("/work/a:b") == (Path("/work/a:b"), False)
+
+
+def _no_network(*args: object, **kwargs: object) -> NoReturn:
+    raise AssertionError("provisioning a ready release must not touch the network")
+
+
+def test_a_ready_release_is_returned_without_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = "7.3.4+deb13-amd64"
+    ready = tmp_path / "kernels" / release
+    (ready / "modules").mkdir(parents=True)
+    for name in ("netfs", "9pnet", "9pnet_virtio", "9p"):
+        (ready / "modules" / f"{name}.ko").write_bytes(b"\x7fELF")
+    (ready / "vmlinux").write_bytes(b"\x7fELF")
+    (ready / "config").write_text("CONFIG_SCHED_CLASS_EXT=y\n")
+    (ready / "ready").write_text("now\n")
+    monkeypatch.setattr("urllib.request.urlopen", _no_network)
+    monkeypatch.setenv(PIN_ENV, release)
+
+    kernel = provision_kernel(lambda line: None, cache=tmp_path)
+
+    assert kernel.release == release
+    assert kernel.vmlinux == ready / "vmlinux"
+    assert kernel.initrd.parent == ready
+    assert kernel.initrd.stat().st_size > 1_000_000  # busybox-static and the rest, as newc cpio
