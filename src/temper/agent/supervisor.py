@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temper.host.errors import HostError
-from temper.host.kernel import read_kernel_gate
+from temper.host.kernel import GateResult, read_kernel_gate
 from temper.host.sched_ext import SchedState, read_sched_ext, trigger_sysrq_reset
 from temper.host.scheduler import SchedulerCommand, SchedulerProcess
 from temper.policy.lifecycle import Action, ChildExit, Decision, Lifecycle, Mode, Observation
@@ -87,6 +87,8 @@ class Supervisor:
         self._exit: ChildExit | None = None
         # enable_seq when our child attached: the kernel's name for our scheduler instance.
         self.attached_seq: int | None = None
+        # The gate's facts (release, config, BTF, cmdline) hold until reboot: read them once.
+        self.gate: GateResult | None = None
 
     async def reconcile(self, wanted: Wanted) -> Decision:
         await self._reap()
@@ -122,9 +124,10 @@ class Supervisor:
             running and wanted.plan and misplaced(running.layers, wanted.plan.placements)
         )
         exit_, self._exit = self._exit, None
+        self.gate = self.gate or read_kernel_gate(self.host_root)
         return Observation(
             now_s=self.clock(),
-            gate_reasons=read_kernel_gate(self.host_root).reasons,
+            gate_reasons=self.gate.reasons,
             kernel_state=status.state.value,
             kernel_ops=status.ops,
             child_running=self.child is not None,

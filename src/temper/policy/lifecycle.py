@@ -105,7 +105,7 @@ class Decision:
     action: Action | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class LifecycleSettings:
     """Restart budget and cool-downs; each default with its reason."""
 
