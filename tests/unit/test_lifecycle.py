@@ -119,11 +119,24 @@ def test_a6_sysrq_starts_a_cool_down() -> None:
     assert life.step(replace(READY, now_s=601)).action is Action.START
 
 
-def test_a6_disabled_under_a_live_child_stops_it_and_cools_down() -> None:
-    life = Lifecycle()
-    decision = life.step(replace(RUNNING, kernel_state="disabled", kernel_ops=None))
-    assert decision.action is Action.STOP
-    assert life.step(replace(READY, now_s=READY.now_s + 1)).action is None
+def test_a7_a_detached_child_gets_time_to_reattach_after_hotplug() -> None:
+    life = Lifecycle(LifecycleSettings(reattach_grace_s=60))
+    detached = replace(RUNNING, kernel_state="disabled", kernel_ops=None)
+    waiting = life.step(detached)
+    assert (waiting.mode, waiting.action) == (Mode.STOCK, None)
+    assert "re-attach" in waiting.reason
+    back = life.step(replace(RUNNING, now_s=RUNNING.now_s + 5))
+    assert (back.mode, back.action) == (Mode.ENFORCING, None)
+    assert life.failures == []
+
+
+def test_a11_a_child_that_stays_detached_is_stopped_as_a_failure() -> None:
+    life = Lifecycle(LifecycleSettings(reattach_grace_s=60))
+    detached = replace(RUNNING, kernel_state="disabled", kernel_ops=None)
+    assert life.step(detached).action is None
+    stopped = life.step(replace(detached, now_s=detached.now_s + 61))
+    assert stopped.action is Action.STOP
+    assert life.failures == [detached.now_s + 61]
 
 
 def test_requested_stops_are_not_failures() -> None:

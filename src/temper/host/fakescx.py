@@ -13,8 +13,8 @@ demand (reference/reliability.md A2, A3, A5, A12):
     ignore-term   attach and ignore SIGTERM (SIGKILL ends it; the fake kernel stays enabled)
     slow-start    wait --after-s before attaching, then behave as ok
 
-Like the real one it refuses to start while another scheduler is loaded and prints what it
-parsed badly.
+Like the real one it refuses to start while another scheduler is loaded, prints what it parsed
+badly, and exits with "disabled by sysrq-S" when the (fake) kernel disables it underneath.
 """
 
 from __future__ import annotations
@@ -80,6 +80,9 @@ def _run_attached(root: Path, mode: str, after_s: float, seq: int) -> int:
     deadline = time.monotonic() + after_s
     while not stopping:
         time.sleep(0.02)
+        if read_sched_ext(root).state is SchedState.DISABLED:  # disabled under us: SysRq-S
+            print("EXIT: disabled by sysrq-S", flush=True)
+            return 1
         if mode == "stall" and time.monotonic() >= deadline:
             write_fake_sched_ext(root, state="disabled", ops=None, enable_seq=seq + 1)
             print("EXIT: runnable task stall (fake)", flush=True)

@@ -26,7 +26,9 @@ or STOP the running one. Checks run in priority order and the first that applies
 8. nothing to enforce              -> STOCK, stop
 9. ours is loaded                  -> ENFORCING; STOP only if the running config would
                                       misplace a pod (never for identical bytes)
-10. otherwise                      -> START the wanted config
+10. our child runs, detached        -> wait `reattach_grace_s` (CPU hotplug re-attaches in
+                                      process; SysRq-S makes it exit), then STOP as a failure
+11. otherwise                      -> START the wanted config
 
 Invariants (tests/unit/test_lifecycle.py)
 ----------
@@ -115,6 +117,10 @@ class LifecycleSettings:
     failure_window_s: float = 300.0
     # SysRq-S is an operator's "off": honour it for a while before loading again.
     sysrq_cooldown_s: float = 600.0
+    # After CPU hotplug the kernel detaches scx_layered, which re-attaches within its own
+    # process (reference/scx_layered.md 2.4); a SysRq-S makes it exit. Either way the child
+    # settles quickly; one still detached after this is hung and is stopped as a failure.
+    reattach_grace_s: float = 60.0
 
 
 @dataclass
@@ -123,6 +129,7 @@ class Lifecycle:
     failures: list[float] = field(default_factory=list)
     cooldown_until_s: float = 0.0
     last_failure: str = ""
+    detached_since_s: float | None = None
 
     def step(self, obs: Observation) -> Decision:
         if obs.child_exit is not None:
@@ -194,16 +201,26 @@ class Lifecycle:
 
     def _running(self, obs: Observation) -> Decision:
         if not obs.ours:
-            # Our child runs but the kernel has no scheduler of ours: someone disabled it.
-            self.cooldown_until_s = obs.now_s + self.settings.sysrq_cooldown_s
-            reason = "sched_ext was disabled under our scheduler (SysRq-S?)"
-            return Decision(Mode.STOCK, reason, Action.STOP)
+            return self._detached(obs)
+        self.detached_since_s = None
         if obs.child_config != obs.wanted_config and obs.misplaces_pods:
             reason = "the running config would misplace pods; restarting"
             return Decision(Mode.ENFORCING, reason, Action.STOP)
         return Decision(Mode.ENFORCING, "scx_layered is loaded and places every pod")
 
+    def _detached(self, obs: Observation) -> Decision:
+        """Our child runs but the kernel runs no scheduler: wait for it to re-attach or exit."""
+        since = self.detached_since_s = self.detached_since_s or obs.now_s
+        if obs.now_s - since < self.settings.reattach_grace_s:
+            reason = "scx_layered is detached; waiting for it to re-attach (CPU hotplug) or exit"
+            return Decision(Mode.STOCK, reason)
+        self.detached_since_s = None
+        self.failures.append(obs.now_s)
+        self.last_failure = "detached and hung"
+        return Decision(Mode.STOCK, "scx_layered stayed detached; stopping it", Action.STOP)
+
     def _record_exit(self, exit_: ChildExit, now: float) -> None:
+        self.detached_since_s = None
         if exit_.requested:
             return
         reason = classify_exit(exit_)
