@@ -119,6 +119,8 @@ class Supervisor:
 
     def _observe(self, wanted: Wanted) -> Observation:
         status = read_sched_ext(self.host_root)
+        if self.child is not None and status.is_ours():
+            self.attached_seq = status.enable_seq  # re-attached in process (CPU hotplug)
         running = self.running_plan
         misplaces = bool(
             running and wanted.plan and misplaced(running.layers, wanted.plan.placements)
