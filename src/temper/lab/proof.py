@@ -10,12 +10,17 @@ report, not what the agent believes:
 - `placement`: for every layer that holds only our pods' threads, the task count from the
   scx_layered stats socket equals the number of our threads whose cgroup path (from
   `/proc/<tid>/cgroup`) and comm the config places there;
-- the faults a VM can produce (reference/reliability.md): A3-like child death (SIGKILL of
+- the faults a VM can produce (reference/reliability.md): child death (SIGKILL of
   scx_layered; the agent restarts it within budget), A6 SysRq-S (back on stock, no restart
   during the cool-down), B4 SIGTERM of the agent (exit 0, stock scheduler), A8 a foreign
   scheduler (never fought).
 
 Writes a JSON report to `--out` and exits 0 only when every check passed.
+
+CPU hotplug (A7) is not checked here: on the lab kernel (7.3.4) scx_layered 1.1.2 exited with
+code 101 when a CPU went offline, instead of re-attaching in its own process, and its restarts
+failed until the CPU came back; the agent parked after three failures as designed
+(docs/lab.md). Checking it costs the five-minute failure window.
 """
 
 from __future__ import annotations
