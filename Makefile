@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast check bench scx-layered clean
+.PHONY: demo test test-fast check bench bench-lab scx-layered clean
 
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -38,6 +38,10 @@ check: $(STAMP)
 ## bench: planning time for 10, 100 and 500 pods on a 192-CPU shape; writes bench/reports/
 bench: $(STAMP)
 	$(BIN)/python bench/plan_bench.py
+
+## bench-lab: the interference benchmark in the sched_ext lab (alone/stock/cpu.idle/temper; ~12 min)
+bench-lab: $(STAMP) scx-layered
+	$(BIN)/python bench/interference.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
