@@ -65,6 +65,7 @@ from typing import IO, Any
 from temper.host.errors import HostError
 from temper.host.sched_ext import SchedExtStatus, SchedState, read_sched_ext
 from temper.host.scxstats import STATS_SOCKET, read_layer_stats
+from temper.lab.agentrun import agent_argv
 from temper.lab.node import RunningPod, SimulatedNode
 from temper.lab.proof import LabPod, lab_pod, wait
 from temper.policy.tiers import QosClass
@@ -478,20 +479,8 @@ class Bench:
         )
 
     def start_agent(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
-        args = [
-            sys.executable,
-            "-m",
-            "temper.agent.main",
-            "--pods-dir",
-            str(WORK / "pods"),
-            "--state-dir",
-            str(WORK / "state"),
-            "--scx-layered",
-            str(self.scx_layered),
-            "--start-timeout-s",
-            "180",
-        ]
-        return subprocess.Popen(args, stderr=log, stdout=subprocess.DEVNULL)
+        argv = agent_argv(WORK, self.scx_layered)
+        return subprocess.Popen(argv, stderr=log, stdout=subprocess.DEVNULL)
 
     def measure(self, name: str) -> dict[str, Any]:
         if name != "temper" and read_sched_ext(ROOT).state is not SchedState.DISABLED:

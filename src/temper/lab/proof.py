@@ -42,6 +42,7 @@ from typing import Any
 from temper.host.machine import read_machine_shape
 from temper.host.sched_ext import SchedState, read_sched_ext
 from temper.host.scxstats import read_layer_stats
+from temper.lab.agentrun import agent_argv
 from temper.lab.node import Container, RunningPod, SimulatedNode, Thread
 from temper.policy.planner import plan_node
 from temper.policy.pods import Pod, parse_pod
@@ -119,22 +120,8 @@ class Proof:
         return ok
 
     def start_agent(self, log: Path) -> subprocess.Popen[bytes]:
-        args = [
-            sys.executable,
-            "-m",
-            "temper.agent.main",
-            "--pods-dir",
-            str(WORK / "pods"),
-            "--state-dir",
-            str(WORK / "state"),
-            "--scx-layered",
-            str(self.scx_layered),
-            "--profile",
-            str(WORK / "profile.toml"),
-            "--start-timeout-s",
-            "180",
-        ]
-        return subprocess.Popen(args, stderr=log.open("ab"), stdout=subprocess.DEVNULL)
+        argv = agent_argv(WORK, self.scx_layered, [WORK / "profile.toml"])
+        return subprocess.Popen(argv, stderr=log.open("ab"), stdout=subprocess.DEVNULL)
 
     def run(self) -> None:
         (WORK / "pods").mkdir(parents=True, exist_ok=True)
