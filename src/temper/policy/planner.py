@@ -32,7 +32,9 @@ Approach
 3. Place every pod with the scheduler's own first-match rule (`scx.place`) and check it lands in
    its tier: the layout is verified, not trusted.
 4. Size each layer from what was placed in it and from the machine:
-   - critical: Confined, exclusive, protected, preempting; its CPU range is whole cores, at
+   - critical: Confined, exclusive, preempting, not `protected` (docs/lab.md: on the lab
+     kernel a protected layer starved per-CPU kernel work on its CPUs until the sched_ext
+     watchdog ejected the scheduler); its CPU range is whole cores, at
      least enough cores to run its pods' requests (an exclusive core runs one critical thread at
      a time, its SMT sibling idle), at most what the pods' limits need, never more than all
      cores but one;
@@ -362,7 +364,7 @@ def _size_layers(
     weights = _tier_weights(tiered, shape, settings)
     budget = _CoreBudget(shape, warnings)
     sized: dict[str, LayerSpec] = {}
-    # Critical layers claim their protected cores before anyone else is sized.
+    # Critical layers claim their exclusive cores before anyone else is sized.
     for layer in sorted(layers, key=lambda layer: layer.kind is not LayerKind.CONFINED):
         pods = [p.pod for p in placements if p.layer == layer.name]
         # Node daemons (kubelet, the runtime) compete as normal work: above batch, below services.
@@ -394,7 +396,7 @@ def _size_layer(
         weight=weight,
         cpus_range=cpus_range,
         util_range=util_range,
-        protected=exclusive,
+        protected=False,  # see the essay: protected starves per-CPU kernel work (docs/lab.md)
         exclusive=exclusive,
         preempt=exclusive,
         comment=_comment(layer, pods),
@@ -402,12 +404,12 @@ def _size_layer(
 
 
 class _CoreBudget:
-    """Hands out whole cores: critical first and protected, one core always left over."""
+    """Hands out whole cores: critical first and exclusive, one core always left over."""
 
     def __init__(self, shape: MachineShape, warnings: list[str]) -> None:
         self.shape = shape
         self.warnings = warnings
-        self.free_cores = shape.nr_cores  # not held by a protected (critical) minimum
+        self.free_cores = shape.nr_cores  # not held by an exclusive (critical) minimum
         self.unreserved = shape.nr_cores  # not promised to any layer's minimum
 
     def claim(self, name: str, pods: Sequence[Pod], exclusive: bool) -> tuple[int, int]:
