@@ -79,6 +79,7 @@ class Agent:
         )
         self.snapshot: PodSnapshot | None = None
         self.changed = asyncio.Event()
+        self._wanted: tuple[str | None, Wanted] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -109,6 +110,13 @@ class Agent:
                 await asyncio.sleep(self.config.coalesce_s)
 
     def wanted(self) -> Wanted:
+        """The plan for the latest pod snapshot, computed once per snapshot, not per tick."""
+        key = self.snapshot.fingerprint if self.snapshot else None
+        if self._wanted is None or self._wanted[0] != key:
+            self._wanted = (key, self._plan())
+        return self._wanted[1]
+
+    def _plan(self) -> Wanted:
         pods = self.snapshot.pods if self.snapshot else ()
         try:
             plan = plan_node(pods, self.shape, self.profiles, self.settings)

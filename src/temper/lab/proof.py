@@ -36,6 +36,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +53,8 @@ from temper.policy.tiers import QosClass
 
 ROOT = Path("/")
 WORK = Path("/run/temper-lab")
-PROFILE = b"""
-[[profile]]
-name = "checkout-gc"
-[profile.selector]
-namespace = "shop"
-match_labels = { app = "checkout" }
-[[profile.thread_group]]
-name = "gc"
-comm_prefix = "GC Thread"
-tier = "background"
-"""
+# The bundled example profile: the checkout pod's "GC Thread" threads go to background.
+PROFILE = (files("temper") / "examples/node-a/profile.toml").read_bytes()
 
 
 @dataclass(frozen=True)
