@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +29,14 @@ from temper.lab.provision import provision_kernel
 from temper.lab.vm import run_in_guest
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SCX = Path.home() / ".cache/temper/scx_layered/1.1.2/bin/scx_layered"
+DEFAULT_SCX = Path(
+    subprocess.run(
+        [REPO / "scripts" / "install-scx-layered", "--path"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+)
 SCENARIOS = ("alone", "stock", "stock_cpu_idle", "temper")
 CPUS, CORES, THREADS = 2, 2, 1
 VM: dict[str, object] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def scx_layered_path() -> Path:
-    """Where scripts/install-scx-layered puts the pinned version, or $SCX_LAYERED."""
+    """Where scripts/install-scx-layered puts the pinned, patched version, or $SCX_LAYERED."""
     if "SCX_LAYERED" in os.environ:
         return Path(os.environ["SCX_LAYERED"])
-    version = (ROOT / "versions" / "scx_layered").read_text().strip()
-    cache = Path(os.environ.get("TEMPER_CACHE", Path.home() / ".cache" / "temper"))
-    return cache / "scx_layered" / version / "bin" / "scx_layered"
+    script = ROOT / "scripts" / "install-scx-layered"
+    return Path(
+        subprocess.run(
+            [script, "--path"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
 
 
 @pytest.fixture(scope="session")

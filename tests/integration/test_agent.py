@@ -44,23 +44,31 @@ def start_agent(tmp_path: Path, host: Path) -> subprocess.Popen[str]:
     fake = tmp_path / "scx_layered"
     fake.write_text(f'#!/bin/sh\nexec {sys.executable} -m temper.host.fakescx --root {host} "$@"\n')
     fake.chmod(0o755)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "temper.agent.main",
-            "--pods-dir",
-            str(tmp_path / "pods"),
-            "--host-root",
-            str(host),
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--scx-layered",
-            str(fake),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with (tmp_path / "agent.log").open("w") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "temper.agent.main",
+                "--pods-dir",
+                str(tmp_path / "pods"),
+                "--host-root",
+                str(host),
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--scx-layered",
+                str(fake),
+            ],
+            stderr=log,
+            text=True,
+        )
+
+
+def stop_agent(agent: subprocess.Popen[str], tmp_path: Path) -> str:
+    """SIGTERM the agent, wait for it, and return what it logged."""
+    agent.send_signal(signal.SIGTERM)
+    agent.wait(timeout=30)
+    return (tmp_path / "agent.log").read_text()
 
 
 def wait_for(check: object, timeout_s: float = 20) -> None:
@@ -84,7 +92,7 @@ def test_agent_enforces_when_a_pod_asks_and_restores_stock_on_sigterm(
     (pods / "web.json").write_text(json.dumps(pod("web", "11111111-0000-4000-8000-000000000001")))
     agent = start_agent(tmp_path, host)
     try:
-        time.sleep(1.5)
+        wait_for(lambda: '"transition"' in (tmp_path / "agent.log").read_text())
         assert read_sched_ext(host).state is SchedState.DISABLED  # observation first
         (pods / "checkout.json").write_text(
             json.dumps(pod("checkout", "11111111-0000-4000-8000-000000000002", "temper-critical"))
@@ -92,8 +100,7 @@ def test_agent_enforces_when_a_pod_asks_and_restores_stock_on_sigterm(
         wait_for(lambda: read_sched_ext(host).is_ours())
         assert "critical" in (tmp_path / "state" / "layers.json").read_text()
     finally:
-        agent.send_signal(signal.SIGTERM)
-        _, stderr = agent.communicate(timeout=30)
+        stderr = stop_agent(agent, tmp_path)
     assert agent.returncode == 0
     assert read_sched_ext(host).state is SchedState.DISABLED
     transitions = [e for e in events(stderr) if e["event"] == "transition"]
@@ -114,8 +121,7 @@ def test_agent_refuses_on_a_kernel_without_sched_ext_and_keeps_running(tmp_path:
     agent = start_agent(tmp_path, host)
     time.sleep(2)
     assert agent.poll() is None
-    agent.send_signal(signal.SIGTERM)
-    _, stderr = agent.communicate(timeout=30)
+    stderr = stop_agent(agent, tmp_path)
     assert agent.returncode == 0
     refused = [e for e in events(stderr) if e.get("mode") == "refused"]
     assert len(refused) == 1

@@ -42,22 +42,15 @@ def critical_plan(name: str = "checkout") -> Plan:
     return plan_node([pod], SHAPE)
 
 
+def fake_command(root: Path, mode: str = "ok", after_s: float = 0.5) -> SchedulerCommand:
+    fake = (sys.executable, "-m", "temper.host.fakescx", "--root", str(root))
+    return SchedulerCommand((*fake, "--mode", mode, "--after-s", str(after_s)))
+
+
 def supervisor(
     root: Path, mode: str = "ok", after_s: float = 0.5, **life: float
 ) -> tuple[Supervisor, list[Transition]]:
-    command = SchedulerCommand(
-        (
-            sys.executable,
-            "-m",
-            "temper.host.fakescx",
-            "--root",
-            str(root),
-            "--mode",
-            mode,
-            "--after-s",
-            str(after_s),
-        )
-    )
+    command = fake_command(root, mode, after_s)
     seen: list[Transition] = []
     lifecycle = Lifecycle(LifecycleSettings(**life)) if life else None  # type: ignore[arg-type]
     sup = Supervisor(
@@ -132,14 +125,47 @@ def test_a_new_config_restarts_only_if_the_running_one_misplaces_pods(root: Path
         pid = sup.child.pid
         # A Burstable pod at its QoS default lands right under the running config.
         assert (await sup.reconcile(Wanted(more))).action is None
-        # A promoted pod would be misplaced: stop, then start the new config.
-        assert (await sup.reconcile(Wanted(promoted))).action is Action.STOP
-        assert (await sup.reconcile(Wanted(promoted))).action is Action.START
+        # A promoted pod would be misplaced: the new config replaces the running one.
+        seq = sup.attached_seq
+        assert (await sup.reconcile(Wanted(promoted))).action is Action.REPLACE
         assert sup.child is not None
         assert sup.child.pid != pid
+        assert sup.running_plan is promoted
+        assert sup.attached_seq is not None
+        assert seq is not None
+        assert sup.attached_seq > seq
+        assert read_sched_ext(root).is_ours()
+        assert (await sup.reconcile(Wanted(promoted))).action is None
         await sup.stop()
 
     run(scenario)
+
+
+def test_a_replacement_that_fails_to_load_leaves_the_running_scheduler(root: Path) -> None:
+    sup, seen = supervisor(root)
+    first = critical_plan("checkout")
+    promoted = plan_node(
+        [
+            *[p.pod for p in first.placements],
+            make_pod("search", QosClass.BURSTABLE, priority_class="temper-high"),
+        ],
+        SHAPE,
+    )
+
+    async def scenario() -> None:
+        await sup.reconcile(Wanted(first))
+        assert sup.child is not None
+        pid = sup.child.pid
+        sup.command = fake_command(root, "fail-fast")
+        assert (await sup.reconcile(Wanted(promoted))).action is Action.REPLACE
+        assert sup.child is not None
+        assert sup.child.pid == pid
+        assert sup.running_plan is first
+        assert read_sched_ext(root).is_ours()
+        await sup.stop()
+
+    run(scenario)
+    assert seen[-1].mode is Mode.ENFORCING
 
 
 def test_a2_a10_load_failures_park_the_node(root: Path) -> None:

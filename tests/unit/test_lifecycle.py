@@ -77,7 +77,7 @@ def test_b6_identical_config_never_restarts() -> None:
 def test_a_new_config_restarts_only_when_pods_would_be_misplaced() -> None:
     changed = replace(RUNNING, wanted_config="cfg-b")
     assert Lifecycle().step(changed).action is None
-    assert Lifecycle().step(replace(changed, misplaces_pods=True)).action is Action.STOP
+    assert Lifecycle().step(replace(changed, misplaces_pods=True)).action is Action.REPLACE
 
 
 def test_b7_an_invalid_config_keeps_the_running_scheduler() -> None:
@@ -184,7 +184,11 @@ def test_safety_invariants_hold_for_any_sequence(seq: list[Observation]) -> None
             assert not obs.child_running
             assert obs.wanted_config is not None
             assert not obs.config_problems
-        if decision.action is Action.STOP:
+        if decision.action in (Action.STOP, Action.REPLACE):
             assert obs.child_running
+        if decision.action is Action.REPLACE:
+            assert obs.ours
+            assert obs.wanted_config is not None
+            assert not obs.config_problems
         if obs.foreign and not obs.child_running:
             assert decision.action is None

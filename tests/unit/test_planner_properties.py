@@ -128,14 +128,22 @@ def test_cpu_ranges_fit_the_machine_in_whole_cores(
 
 @COMMON
 @given(pod_sets(), shapes, drivers)
-def test_a_higher_tier_never_weighs_less(
+def test_shared_cpus_serve_tiers_in_rank_order_host_after_high(
     pods: list[Pod], shape: MachineShape, driver: CgroupDriver
 ) -> None:
-    tiered = [layer for layer in _plan(pods, shape, driver).layers if layer.tier is not None]
+    """scx_layered --layer-order-by-weight serves layers by weight, then config order."""
+    layers = _plan(pods, shape, driver).layers
+    order = sorted(range(len(layers)), key=lambda i: (-layers[i].weight, i))
+    rank = {layers[i].name: position for position, i in enumerate(order)}
+    tiered = [layer for layer in layers if layer.tier is not None]
     for upper in tiered:
         for lower in tiered:
             if upper.tier is not None and lower.tier is not None and upper.tier.above(lower.tier):
-                assert upper.weight >= lower.weight, (upper.name, lower.name)
+                assert rank[upper.name] < rank[lower.name], (upper.name, lower.name)
+            if lower.tier is not None and Tier.HIGH.above(lower.tier):
+                assert rank["host"] < rank[lower.name], lower.name
+        if upper.tier in (Tier.CRITICAL, Tier.HIGH):
+            assert rank[upper.name] < rank["host"], upper.name
 
 
 @COMMON

@@ -41,6 +41,7 @@ from temper.policy.errors import PolicyError
 from temper.policy.machine import MachineShape
 from temper.policy.planner import PlanSettings, needs_enforcement, plan_node
 from temper.policy.profiles import Profile
+from temper.policy.scx import SCHEDULER_FLAGS
 
 log = logging.getLogger("temper.agent")
 
@@ -73,7 +74,7 @@ class Agent:
         self.supervisor = Supervisor(
             host_root=config.host_root,
             state_dir=config.state_dir,
-            command=SchedulerCommand((str(config.scx_layered),)),
+            command=SchedulerCommand((str(config.scx_layered), *SCHEDULER_FLAGS)),
             report=_log_transition,
             settings=SupervisorSettings(start_timeout_s=config.start_timeout_s),
         )

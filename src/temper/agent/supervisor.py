@@ -8,7 +8,11 @@ Each `reconcile` observes (kernel gate, `/sys/kernel/sched_ext`, our child), ask
   times out (then it is stopped and counted as a failure);
 - STOP escalates SIGTERM, SIGKILL after a grace period, then SysRq-S, the last only if the
   kernel still runs the very scheduler instance our child attached (same `enable_seq`) once
-  our child is gone.
+  our child is gone;
+- REPLACE starts the new scheduler with `--attach-when-free` while ours runs on: it loads and
+  verifies its programs, says so by creating a file, and waits; only then is ours stopped, and
+  the new one attaches the moment the kernel is free. A new one that fails to load or attach is
+  a failure like any start, and the running one stays until then.
 
 Every change of mode or reason is reported once, as a `Transition`, including where an action
 left the node.
@@ -32,6 +36,7 @@ from temper.policy.lifecycle import Action, ChildExit, Decision, Lifecycle, Mode
 from temper.policy.planner import Plan, misplaced
 
 CONFIG_NAME = "layers.json"
+LOADED_NAME = "replacement-loaded"
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,8 @@ class Supervisor:
         await self._reap()
         decision = self.lifecycle.step(self._observe(wanted))
         self._report(decision)
-        if decision.action is Action.START and wanted.plan is not None:
-            await self._start(wanted.plan)
+        if decision.action in (Action.START, Action.REPLACE) and wanted.plan is not None:
+            await self._start(wanted.plan, replace=decision.action is Action.REPLACE)
         elif decision.action is Action.STOP:
             await self.stop()
         if decision.action is not None:
@@ -149,9 +154,12 @@ class Supervisor:
             self.child, self.running_plan = None, None
             self._exit = ChildExit(child.returncode, child.output_tail())
 
-    async def _start(self, plan: Plan) -> None:
+    async def _start(self, plan: Plan, *, replace: bool = False) -> None:
+        loaded = self.state_dir / LOADED_NAME if replace and self.child is not None else None
         try:
-            child = await SchedulerProcess.start(self.command, self._write_config(plan))
+            if loaded is not None:
+                loaded.unlink(missing_ok=True)
+            child = await SchedulerProcess.start(self.command, self._write_config(plan), loaded)
         except (HostError, OSError) as exc:
             self._exit = ChildExit(None, f"could not start: {exc}")
             return
@@ -161,8 +169,11 @@ class Supervisor:
                 await child.wait(self.settings.kill_wait_s)
                 self._exit = ChildExit(child.returncode, child.output_tail())
                 return
-            status = read_sched_ext(self.host_root)
-            if status.is_ours():
+            if loaded is not None:
+                if loaded.exists():  # the new one is ready: make way for it
+                    await self.stop()
+                    loaded = None
+            elif (status := read_sched_ext(self.host_root)).is_ours():
                 self.child, self.running_plan = child, plan
                 self.attached_seq = status.enable_seq
                 return

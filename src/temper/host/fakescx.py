@@ -13,6 +13,9 @@ demand (reference/reliability.md A2, A3, A5, A12):
     ignore-term   attach and ignore SIGTERM (SIGKILL ends it; the fake kernel stays enabled)
     slow-start    wait --after-s before attaching, then behave as ok
 
+With `--attach-when-free FILE` (our scx_layered patch) it "loads", creates FILE, waits until the
+fake kernel runs no scheduler, and attaches.
+
 Like the real one it refuses to start while another scheduler is loaded, prints what it parsed
 badly, and exits with "disabled by sysrq-S" when the (fake) kernel disables it underneath.
 """
@@ -39,12 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--mode", choices=MODES, default="ok")
     parser.add_argument("--after-s", type=float, default=0.5)
+    parser.add_argument("--layer-order-by-weight", action="store_true")  # accepted, as the real
+    parser.add_argument("--attach-when-free", type=Path)
     parser.add_argument("spec")
     args = parser.parse_args(argv)
     if not _config_parses(args.spec):
         return 1
     status = read_sched_ext(args.root)
-    if status.state is not SchedState.DISABLED:
+    if status.state is not SchedState.DISABLED and args.attach_when_free is None:
         print("Error: another sched_ext scheduler is already running", flush=True)
         return 1
     if args.mode == "fail-fast":
@@ -53,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.mode == "slow-start":
         time.sleep(args.after_s)
+    if args.attach_when_free is not None:
+        args.attach_when_free.write_text("loaded\n")
+        while (status := read_sched_ext(args.root)).state is not SchedState.DISABLED:
+            time.sleep(0.005)
     return _run_attached(args.root, args.mode, args.after_s, status.enable_seq or 0)
 
 

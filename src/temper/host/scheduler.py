@@ -28,8 +28,11 @@ class SchedulerCommand:
 
     argv_prefix: tuple[str, ...]
 
-    def argv(self, config_path: Path) -> list[str]:
-        return [*self.argv_prefix, f"f:{config_path}"]
+    def argv(self, config_path: Path, loaded_file: Path | None = None) -> list[str]:
+        """With `loaded_file`, the scheduler loads, creates that file, and attaches only once
+        no sched_ext scheduler is attached (`--attach-when-free`, our scx_layered patch)."""
+        handover = ["--attach-when-free", str(loaded_file)] if loaded_file else []
+        return [*self.argv_prefix, *handover, f"f:{config_path}"]
 
 
 def _die_with_parent() -> None:
@@ -47,10 +50,12 @@ class SchedulerProcess:
         self._reader = asyncio.create_task(self._read_output(), name="scx-output")
 
     @classmethod
-    async def start(cls, command: SchedulerCommand, config_path: Path) -> SchedulerProcess:
+    async def start(
+        cls, command: SchedulerCommand, config_path: Path, loaded_file: Path | None = None
+    ) -> SchedulerProcess:
         try:
             process = await asyncio.create_subprocess_exec(
-                *command.argv(config_path),
+                *command.argv(config_path, loaded_file),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,

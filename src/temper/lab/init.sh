@@ -92,10 +92,14 @@ stamp shares
 cp /job.sh $R/run/lab-job.sh || die "cannot copy the job into the guest's /run"
 t_ready=$(uptime_s)
 say "ready uptime=$t_ready"
+# The port is opened once: a virtio serial port opens exclusively, and a process the job left
+# running in the background would otherwise hold it and swallow the exit status.
+exec 3> "$PORT"
 chroot $R /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  HOME=/root TERM=dumb /bin/sh /run/lab-job.sh > "$PORT" 2>&1 < /dev/null
+  HOME=/root TERM=dumb /bin/sh /run/lab-job.sh >&3 2>&3 < /dev/null
 rc=$?
-printf '\n__LAB_RC__=%d\n' "$rc" > "$PORT"
+kill -9 -1 2>/dev/null  # from PID 1: every process the job left behind, never init itself
+printf '\n__LAB_RC__=%d\n' "$rc" >&3
 say "done rc=$rc uptime=$(uptime_s) (ready at $t_ready)"
 sync
 poweroff -f

@@ -58,6 +58,10 @@ class Mode(enum.Enum):
 class Action(enum.Enum):
     START = "start"
     STOP = "stop"
+    # Start a scheduler on the wanted config that loads while ours runs, stop ours once the new
+    # one is ready, and let it attach at once: the node sits on the stock scheduler only for
+    # the detach-to-attach gap, not for a whole load (bench/reports/restart-gap.md).
+    REPLACE = "replace"
 
 
 @dataclass(frozen=True)
@@ -204,8 +208,8 @@ class Lifecycle:
             return self._detached(obs)
         self.detached_since_s = None
         if obs.child_config != obs.wanted_config and obs.misplaces_pods:
-            reason = "the running config would misplace pods; restarting"
-            return Decision(Mode.ENFORCING, reason, Action.STOP)
+            reason = "the running config would misplace pods; replacing it"
+            return Decision(Mode.ENFORCING, reason, Action.REPLACE)
         return Decision(Mode.ENFORCING, "scx_layered is loaded and places every pod")
 
     def _detached(self, obs: Observation) -> Decision:

@@ -44,7 +44,11 @@ Approach
      may burst above their requests (limits over requests), and divided by the SMT width for an
      exclusive layer, whose idle siblings cap its per-CPU utilization;
    - weights: each tier weighs its share of the machine's CPUs that its pods request, and at
-     least `tier_weight_step` times the tier below, so a higher tier never weighs less.
+     least `tier_weight_step` times the tier below, so a higher tier never weighs less. The
+     agent runs scx_layered with `--layer-order-by-weight` (our patch, docs/adr/0003): on a
+     CPU that several layers share, they are served in descending weight, config order on
+     ties, so a tier's weight is its rank there. The host layer weighs as high and follows it:
+     node daemons starved behind a busy normal pod would take the node down with them.
 5. Check the result against scx_layered's limits (`scx.check_config`).
 
 Invariants (tests/unit/test_planner_properties.py checks them with hypothesis)
@@ -367,8 +371,8 @@ def _size_layers(
     # Critical layers claim their exclusive cores before anyone else is sized.
     for layer in sorted(layers, key=lambda layer: layer.kind is not LayerKind.CONFINED):
         pods = [p.pod for p in placements if p.layer == layer.name]
-        # Node daemons (kubelet, the runtime) compete as normal work: above batch, below services.
-        weight = weights[layer.tier or Tier.NORMAL]
+        # The host's own work (kubelet, the runtime, kernel threads) ranks right after high.
+        weight = weights[layer.tier or Tier.HIGH]
         sized[layer.name] = _size_layer(
             layer, pods, weight=weight, budget=budget, shape=shape, settings=settings
         )
@@ -467,7 +471,9 @@ def _tier_weights(
     below = 0.0
     for tier in reversed(TIERS):
         requested = sum(t.pod.cpu_request_millis for t in tiered if t.tier is tier)
-        own = max(1, round(settings.weight_scale * requested / capacity))
+        # Requests beyond the machine weigh as the whole machine: the clamp at MAX_WEIGHT must
+        # never tie two tiers, since the weight is a tier's serving rank.
+        own = max(1, round(settings.weight_scale * min(requested / capacity, 1.0)))
         weight = min(MAX_WEIGHT, max(own, math.ceil(below * settings.tier_weight_step)))
         weights[tier] = weight
         below = weight

@@ -36,6 +36,9 @@ MAX_CGROUP_REGEXES = 16
 MAX_COMM_PREFIX_BYTES = 15
 MIN_WEIGHT, MAX_WEIGHT = 1, 10_000
 MAX_LAYER_NAME_BYTES = 64  # of the 128-byte BPF name, 64 are for the user's part (intf.h)
+# Flags our configs rely on, from our patch of the pinned scx_layered (docs/adr/0003): layers
+# that share a CPU are served in descending weight, so a weight is a serving rank.
+SCHEDULER_FLAGS = ("--layer-order-by-weight",)
 
 # The fields of scx_layered 1.1.2's LayerSpec and each LayerKind that Temper writes. A field
 # outside these sets would be dropped silently by the scheduler, so `check_config` refuses it.
