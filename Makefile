@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast check bench bench-lab scx-layered clean
+.PHONY: demo plan test test-fast check bench bench-lab scx-layered clean
 
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-## demo: plan the bundled example node and print it as a table (seconds)
-demo: $(STAMP)
+## demo: the lab proof: Temper vs stock beside batch, and the restart gap, in a sched_ext guest (~45 min)
+demo: $(STAMP) scx-layered
+	$(BIN)/python bench/demo.py
+
+## plan: plan the bundled example node and print it as a table (seconds)
+plan: $(STAMP)
 	$(BIN)/temper plan --example --format table
 
 ## scx-layered: build the pinned scx_layered into the cache outside the repo (cold: ~20 min)
@@ -39,9 +43,10 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/plan_bench.py
 
-## bench-lab: the interference benchmark in the sched_ext lab (alone/stock/cpu.idle/temper; ~12 min)
+## bench-lab: the lab benchmarks, reports into bench/reports/: interference (~15 min), restart gap (~25 min)
 bench-lab: $(STAMP) scx-layered
 	$(BIN)/python bench/interference.py
+	$(BIN)/python bench/restart_gap.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
