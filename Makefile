@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-## demo: the lab proof: Temper vs stock beside batch, and the restart gap, in a sched_ext guest (~45 min)
+## demo: the lab proof: Temper vs stock beside batch, and the restart gap, in a sched_ext guest (~35 min)
 demo: $(STAMP) scx-layered
 	$(BIN)/python bench/demo.py
 
@@ -43,10 +43,11 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/plan_bench.py
 
-## bench-lab: the lab benchmarks, reports into bench/reports/: interference (~15 min), restart gap (~25 min)
+## bench-lab: the lab benchmarks into bench/reports/: interference (~15 min), restart gap (~50 min), CPU limit (~5 min)
 bench-lab: $(STAMP) scx-layered
 	$(BIN)/python bench/interference.py
 	$(BIN)/python bench/restart_gap.py
+	$(BIN)/python bench/cpu_limit.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -18,25 +18,18 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from temper.lab.guestjob import pinned_scx_layered
 from temper.lab.provision import provision_kernel
 from temper.lab.vm import run_in_guest
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SCX = Path(
-    subprocess.run(
-        [REPO / "scripts" / "install-scx-layered", "--path"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-)
+DEFAULT_SCX = pinned_scx_layered()
 SCENARIOS = ("alone", "stock", "stock_cpu_idle", "temper")
 CPUS, CORES, THREADS = 2, 2, 1
 VM: dict[str, object] = {

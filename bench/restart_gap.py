@@ -18,52 +18,15 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from temper.lab.provision import provision_kernel
-from temper.lab.vm import run_in_guest
+from temper.lab.guestjob import CORES, CPUS, MEMORY_MB, THREADS, pinned_scx_layered, run_module
 
 REPO = Path(__file__).resolve().parents[1]
-CPUS, CORES, THREADS = 2, 2, 1
-MEMORY_MB = 2048
 TARGET_P50_MS = 52.0
-
-
-def default_scx() -> Path:
-    script = REPO / "scripts" / "install-scx-layered"
-    out = subprocess.run([script, "--path"], capture_output=True, text=True, check=True).stdout
-    return Path(out.strip())
-
-
-def measure(scx: Path, restarts: int, baseline: int) -> tuple[dict[str, Any], str, int, float]:
-    """Run the guest side; its JSON, the kernel release, the guest's exit status, wall time."""
-    kernel = provision_kernel(lambda line: print(f"lab: {line}", file=sys.stderr, flush=True))
-    with tempfile.TemporaryDirectory(prefix="restartgap") as tmp:
-        shared = Path(tmp)
-        script = (
-            f"cd {REPO} && {sys.executable} -m temper.lab.restartgap --scx-layered {scx} "
-            f"--out {shared}/guest.json --restarts {restarts} --baseline {baseline}\n"
-        )
-        started = time.monotonic()
-        result = run_in_guest(
-            kernel,
-            script,
-            cpus=CPUS,
-            cores=CORES,
-            threads=THREADS,
-            memory_mb=MEMORY_MB,
-            timeout_s=300 + 120 * (2 * restarts + baseline),
-            shares=[(REPO, False), (shared, True)],
-        )
-        print(result.output, file=sys.stderr)
-        guest_file = shared / "guest.json"
-        guest = json.loads(guest_file.read_text()) if guest_file.is_file() else {}
-    return guest, kernel.release, result.returncode, time.monotonic() - started
 
 
 def build_report(guest: dict[str, Any], release: str, code: int, wall_s: float) -> dict[str, Any]:
@@ -197,20 +160,24 @@ def main() -> int:
     parser.add_argument("--scx-layered", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "reports")
     args = parser.parse_args()
-    scx = args.scx_layered or default_scx()
+    scx = args.scx_layered or pinned_scx_layered()
     if not scx.is_file():
         parser.error(f"{scx}: no scx_layered there (make scx-layered builds it)")
-    guest, release, code, wall_s = measure(scx, args.restarts, args.baseline)
-    if not guest:
-        print(f"the guest wrote no report (exit {code})", file=sys.stderr)
+    job = run_module(
+        "temper.lab.restartgap",
+        [f"--scx-layered={scx}", f"--restarts={args.restarts}", f"--baseline={args.baseline}"],
+        timeout_s=300 + 150 * (2 * args.restarts + args.baseline),
+    )
+    if not job.report:
+        print(f"the guest wrote no report (exit {job.returncode})", file=sys.stderr)
         return 1
-    report = build_report(guest, release, code, wall_s)
+    report = build_report(job.report, job.kernel, job.returncode, job.wall_s)
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / "restart-gap.json"
     json_path.write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "restart-gap.md").write_text(render_markdown(report))
     print(json_path)
-    return 0 if code == 0 else 1
+    return 0 if job.returncode == 0 else 1
 
 
 if __name__ == "__main__":

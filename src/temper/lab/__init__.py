@@ -11,6 +11,10 @@ kernel-lab test tier, started by the project's own tooling. This package is that
     vm.py          `run_in_guest`: boot QEMU, run a shell job as root, return its exit status
     errors.py      LabError
     __main__.py    `python -m temper.lab provision | run [...] -- COMMAND...`
+    guestjob.py    run one `temper.lab.<module>` in a guest and collect its JSON (bench drivers)
+
+and the programs that run inside the guest: node.py (the simulated kubelet node), proof.py,
+interference.py, restartgap.py, cpulimit.py.
 
 Nothing in the product imports this package; the tests of the lab tier (tests/lab) do.
 
@@ -41,5 +45,5 @@ directories were kept beside it):
   shell) writes the initramfs. QEMU and busybox-static come from apt.
 - virtme-ng does the same job but, in the check made for DESIGN §7, fell back to the console for
   script I/O and reported exit status 255 for a script that succeeded; here the output and exit
-  status travel over a virtio serial port of our own (`lab.result`).
+  status travel over a virtio serial port of our own (`lab.result`); docs/adr/0004.
 """
