@@ -41,6 +41,7 @@ VM: dict[str, object] = {
 }
 MEMORY_MB = 2048
 TARGET_RATIO = 1.2
+VERDICT = {True: "met", False: "missed", None: "not measured"}
 HOLD_TEXT = "40 s"
 
 
@@ -131,8 +132,42 @@ def build_report(
     temper_ratio = ratios.get("temper")
     if temper_ratio is not None:
         report["target"]["met"] = temper_ratio <= TARGET_RATIO
+    report["batch_use_of_free_cpu"] = batch_use_of_free_cpu(runs, VM["cpus"])
     report["caveats"] = caveats(report)
     return report
+
+
+def batch_use_of_free_cpu(runs: list[dict[str, Any]], cpus: object) -> dict[str, Any]:
+    """How much of the CPU the critical layer does not own the batch layers kept busy.
+
+    Per temper repeat: (low + background layer utilization over the phase) over (node CPUs -
+    CPUs the critical layer owned at the phase's end), in percent; target at least 95. Above
+    100 means the batch also ran on the critical CPU while the LC pod idled.
+    """
+    per_repeat = []
+    for r in runs:
+        phase = r.get("layers_over_phase") or {}
+        if r["scenario"] != "temper" or not phase:
+            continue
+        owned = (r.get("layers_at_end") or {}).get("critical", {}).get("cur_nr_cpus", 1)
+        free = (int(str(cpus)) - owned) * 100
+        batch = phase.get("low", 0.0) + phase.get("background", 0.0)
+        per_repeat.append(
+            {
+                "repeat": r["repeat"],
+                "critical_cpus": owned,
+                "batch_util": round(batch, 1),
+                "pct_of_free": round(batch / free * 100, 1) if free > 0 else None,
+            }
+        )
+    values = [p["pct_of_free"] for p in per_repeat if p["pct_of_free"] is not None]
+    mean = round(sum(values) / len(values), 1) if values else None
+    return {
+        "per_repeat": per_repeat,
+        "mean_pct": mean,
+        "target_pct": 95,
+        "met": None if mean is None else mean >= 95,
+    }
 
 
 def caveats(report: dict[str, Any]) -> list[str]:
@@ -308,10 +343,16 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{f['lc_max_us']} | {ratio:.2f} | {f['batch_ops_per_s']} | {f['cpu_util_pct']} | "
             f"{f['lost']} |"
         )
+    use = report.get("batch_use_of_free_cpu") or {}
     lines += [
         "",
         f"Target: `temper` p99 within {TARGET_RATIO}x of `alone`: "
         f"**{'met' if report['target']['met'] else 'missed'}**.",
+        "",
+        "Batch use of the CPU the critical layer does not own (low + background layer "
+        "utilization over node CPUs minus the critical layer's, per temper repeat): "
+        f"{[p['pct_of_free'] for p in use.get('per_repeat', [])]} %, mean {use.get('mean_pct')} % "
+        f"(target at least 95 %: **{VERDICT[use.get('met')]}**).",
         "",
         "## Raw figures per repeat",
         "",

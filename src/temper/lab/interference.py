@@ -18,7 +18,7 @@ It builds a simulated node (`SimulatedNode`) with three pods:
   its loop iterations and publishes (count, CLOCK_MONOTONIC time) in a file; throughput is the
   sum of each spinner's count delta over its own time delta.
 
-The workload processes are this module's own roles (`--role server|client|batch`); each moves
+The workload processes are `temper.lab.lcworkload`'s roles (server, client, batch); each moves
 itself into its container's cgroup (`cgroup.procs`) before it does any work, and every one of
 them is started before scx_layered ever attaches.
 
@@ -47,12 +47,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
-import selectors
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -66,183 +63,25 @@ from temper.host.errors import HostError
 from temper.host.sched_ext import SchedExtStatus, SchedState, read_sched_ext
 from temper.host.scxstats import STATS_SOCKET, read_layer_stats
 from temper.lab.agentrun import agent_argv
+from temper.lab.lcworkload import CGROUP_ROOT, busy
+from temper.lab.measure import dmesg_sched_ext, idle_util, latency_figures, read_cpu_times
 from temper.lab.node import RunningPod, SimulatedNode
 from temper.lab.proof import LabPod, lab_pod, wait
 from temper.policy.tiers import QosClass
 
 ROOT = Path("/")
 WORK = Path("/run/temper-lab-interference")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 SCENARIOS = ("alone", "stock", "stock_cpu_idle", "temper")
 BATCH_PODS = ("trainer", "etl")
 WARMUP_S = 2.0  # after a scenario's switch, before measuring
-DRAIN_S = 10.0  # how long the client waits for outstanding responses after its last send
 ATTACH_TIMEOUT_S = 240.0
 HOLD_S = 40.0  # how long after the batch starts scx_layered must stay attached (watchdog: 30 s)
-BATCH_CHUNK = 2000  # spin iterations between clock reads
-PUBLISH_S = 0.1  # how often a spinner publishes its count
-_MSG = struct.Struct("<q")
 
 PODS: tuple[LabPod, ...] = (
     lab_pod("lc", QosClass.GUARANTEED, 1000, "temper-critical", ()),
     lab_pod("trainer", QosClass.BURSTABLE, 500, "temper-low", ()),
     lab_pod("etl", QosClass.BURSTABLE, 250, "temper-background", ()),
 )
-
-
-# -- roles: the processes that run inside the pods' containers ------------------------------------
-
-
-def busy(iterations: int) -> int:
-    """The LC server's unit of work: a plain interpreter loop, so its cost is pure CPU."""
-    total = 0
-    for i in range(iterations):
-        total += i
-    return total
-
-
-def _join_cgroup(path: str) -> None:
-    (CGROUP_ROOT / path.strip("/") / "cgroup.procs").write_text(f"{os.getpid()}\n")
-
-
-def _role_server(sock: socket.socket, iterations: int) -> None:
-    while True:
-        data = sock.recv(_MSG.size)
-        if not data:
-            return
-        busy(iterations)
-        sock.send(data)
-
-
-def _role_client(sock: socket.socket) -> None:
-    """Read `run <duration_s> <period_us> <outfile>` lines on stdin; answer `done` per run."""
-    seq = 0
-    for line in sys.stdin:
-        words = line.split()
-        if not words:
-            continue
-        duration_s, period_us, out = float(words[1]), int(words[2]), Path(words[3])
-        result, seq = _open_loop(sock, duration_s, period_us / 1e6, seq)
-        out.write_text(json.dumps(result))
-        print("done", flush=True)
-
-
-def _open_loop(
-    sock: socket.socket, duration_s: float, period_s: float, seq: int
-) -> tuple[dict[str, Any], int]:
-    """Send one request per period at scheduled times; latency is from the scheduled time."""
-    count = int(duration_s / period_s)
-    start = time.monotonic() + 0.05
-    scheduled: dict[int, float] = {}
-    latencies: list[int] = []
-    late_sends = 0
-    sent = 0
-    with selectors.DefaultSelector() as selector:
-        selector.register(sock, selectors.EVENT_READ)
-        deadline = start + count * period_s + DRAIN_S
-        while (sent < count or scheduled) and time.monotonic() < deadline:
-            now = time.monotonic()
-            while sent < count and start + sent * period_s <= now:
-                due = start + sent * period_s
-                if now - due > period_s:
-                    late_sends += 1
-                scheduled[seq] = due
-                sock.send(_MSG.pack(seq))
-                seq += 1
-                sent += 1
-            wake = start + sent * period_s if sent < count else deadline
-            if selector.select(max(wake - time.monotonic(), 0)):
-                while True:
-                    try:
-                        data = sock.recv(_MSG.size, socket.MSG_DONTWAIT)
-                    except BlockingIOError:
-                        break
-                    got = time.monotonic()
-                    due_at = scheduled.pop(_MSG.unpack(data)[0], None)
-                    if due_at is not None:
-                        latencies.append(round((got - due_at) * 1e6))
-    end = time.monotonic()
-    lost = len(scheduled)
-    # A lost response waited at least until the end: count it with that lower bound.
-    latencies += [round((end - due) * 1e6) for due in scheduled.values()]
-    return {"latencies_us": latencies, "lost": lost, "late_sends": late_sends, "sent": sent}, seq
-
-
-def _role_batch(counter: Path) -> None:
-    fd = os.open(counter, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    count = 0
-    os.pwrite(fd, f"0 {time.monotonic():.6f}\n".ljust(48).encode(), 0)
-    print("ready", flush=True)  # only once the counter file holds a sample
-    publish = time.monotonic() + PUBLISH_S
-    while True:
-        for _ in range(BATCH_CHUNK):
-            pass
-        count += BATCH_CHUNK
-        now = time.monotonic()
-        if now >= publish:
-            os.pwrite(fd, f"{count} {now:.6f}\n".ljust(48).encode(), 0)
-            publish = now + PUBLISH_S
-
-
-def run_role(args: argparse.Namespace) -> int:
-    _join_cgroup(args.cgroup)
-    if args.role == "batch":
-        _role_batch(Path(args.counter))
-        return 0
-    sock = socket.socket(fileno=args.fd)
-    print("ready", flush=True)
-    if args.role == "server":
-        _role_server(sock, args.iterations)
-    else:
-        _role_client(sock)
-    return 0
-
-
-# -- the orchestrator -----------------------------------------------------------------------------
-
-
-def percentile(ordered: Sequence[int], pct: float) -> int:
-    """Nearest-rank percentile of an ascending sequence."""
-    if not ordered:
-        return 0
-    rank = max(math.ceil(pct / 100 * len(ordered)), 1)
-    return ordered[rank - 1]
-
-
-def latency_figures(latencies: Sequence[int]) -> dict[str, float]:
-    ordered = sorted(latencies)
-    return {
-        "lc_p50_us": percentile(ordered, 50),
-        "lc_p99_us": percentile(ordered, 99),
-        "lc_p999_us": percentile(ordered, 99.9),
-        "lc_max_us": ordered[-1] if ordered else 0,
-        "lc_samples": len(ordered),
-    }
-
-
-def read_cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs from /proc/stat's first line."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    total = sum(fields)
-    return total - idle, total
-
-
-def _dmesg_sched_ext() -> list[str]:
-    """The kernel's sched_ext messages (enables, disables and why), for the report."""
-    try:
-        done = subprocess.run(["dmesg"], capture_output=True, text=True, check=False, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [f"dmesg failed: {exc}"]
-    return [line for line in done.stdout.splitlines() if "sched_ext" in line][-40:]
-
-
-def idle_util(seconds: float) -> float:
-    """Node CPU utilization (%) over `seconds` while this process sleeps: the lab's floor."""
-    busy_0, total_0 = read_cpu_times()
-    time.sleep(seconds)
-    busy_1, total_1 = read_cpu_times()
-    return round(100 * (busy_1 - busy_0) / max(total_1 - total_0, 1), 1)
 
 
 @dataclass
@@ -273,7 +112,7 @@ class Bench:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
     def spawn(self, role_args: list[str], pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "temper.lab.interference", *role_args]
+        command = [sys.executable, "-m", "temper.lab.lcworkload", *role_args]
         popen = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=tuple(pass_fds)
         )
@@ -300,7 +139,7 @@ class Bench:
                 for child in self.children:
                     child.kill()
                     child.wait()
-                self.facts["dmesg_sched_ext"] = _dmesg_sched_ext()
+                self.facts["dmesg_sched_ext"] = dmesg_sched_ext()
 
     def calibrate(self) -> int:
         """Loop iterations for `work_us` of CPU, with the node idle: the median of 7 trials."""
@@ -607,14 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--period-us", type=int, default=10_000)
     parser.add_argument("--work-us", type=int, default=300)
-    parser.add_argument("--role", choices=("server", "client", "batch"), help=argparse.SUPPRESS)
-    parser.add_argument("--cgroup", help=argparse.SUPPRESS)
-    parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--iterations", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--counter", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.role:
-        return run_role(args)
     if args.scx_layered is None or args.out is None:
         parser.error("--scx-layered and --out are required")
     bench = Bench(args.scx_layered, args.repeats, args.duration_s, args.period_us, args.work_us)

@@ -37,6 +37,7 @@ from typing import Any
 from temper.host.machine import read_machine_shape
 from temper.host.sched_ext import read_sched_ext
 from temper.lab.agentrun import LAB_START_TIMEOUT_S, agent_argv
+from temper.lab.measure import percentile
 from temper.lab.node import SimulatedNode
 from temper.lab.proof import LabPod, lab_pod, wait
 from temper.policy.machine import MachineShape
@@ -121,19 +122,9 @@ def _ext_enabled(sched: Path) -> bool:
 
 def figures(gaps: Sequence[float]) -> dict[str, Any]:
     ordered = sorted(gaps)
-    if not ordered:
-        return {"n": 0, "p50": None, "p99": None, "max": None, "gaps_ms": []}
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
-
-    return {
-        "n": len(ordered),
-        "p50": pct(50),
-        "p99": pct(99),
-        "max": ordered[-1],
-        "gaps_ms": list(gaps),
-    }
+    worst = ordered[-1] if ordered else None
+    p50, p99 = (percentile(ordered, 50), percentile(ordered, 99)) if ordered else (None, None)
+    return {"n": len(ordered), "p50": p50, "p99": p99, "max": worst, "gaps_ms": list(gaps)}
 
 
 def flip_pod(high: bool) -> LabPod:
