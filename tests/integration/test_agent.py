@@ -98,6 +98,7 @@ def test_agent_enforces_when_a_pod_asks_and_restores_stock_on_sigterm(
             json.dumps(pod("checkout", "11111111-0000-4000-8000-000000000002", "temper-critical"))
         )
         wait_for(lambda: read_sched_ext(host).is_ours())
+        wait_for(lambda: '"mode": "enforcing"' in (tmp_path / "agent.log").read_text())
         assert "critical" in (tmp_path / "state" / "layers.json").read_text()
     finally:
         stderr = stop_agent(agent, tmp_path)

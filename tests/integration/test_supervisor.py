@@ -298,3 +298,49 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat").read_text().split()
     return stat[2] != "Z"
+
+
+def test_the_old_scheduler_failing_during_a_replacement_counts_and_the_new_one_takes_over(
+    root: Path,
+) -> None:
+    sup, _ = supervisor(root, mode="stall", after_s=1.0)
+    first = critical_plan("checkout")
+    promoted = plan_node(
+        [
+            *[p.pod for p in first.placements],
+            make_pod("search", QosClass.BURSTABLE, priority_class="temper-high"),
+        ],
+        SHAPE,
+    )
+
+    async def scenario() -> None:
+        await sup.reconcile(Wanted(first))
+        old = sup.child
+        assert old is not None
+        sup.command = fake_command(root, "slow-start", after_s=2.0)  # loads for 2 s
+        assert (await sup.reconcile(Wanted(promoted))).action is Action.REPLACE
+        assert sup.child is not None
+        assert sup.child is not old
+        assert sup.running_plan is promoted
+        assert read_sched_ext(root).is_ours()
+        await sup.stop()
+
+    run(scenario)
+    assert sup.lifecycle.last_failure == "stall"
+    assert len(sup.lifecycle.failures) == 1
+
+
+def test_a_start_cancelled_by_shutdown_leaves_no_scheduler_behind(root: Path) -> None:
+    sup, _ = supervisor(root, mode="slow-start", after_s=1.5)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(sup.reconcile(Wanted(critical_plan())))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await sup.stop()
+        await asyncio.sleep(2.5)  # past the moment an orphan would have attached
+
+    run(scenario)
+    assert read_sched_ext(root).state is SchedState.DISABLED

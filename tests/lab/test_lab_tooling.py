@@ -132,6 +132,16 @@ def test_the_qemu_command_is_single_threaded_tcg_with_an_smt_topology(tmp_path: 
     assert "virtserialport,chardev=result,name=lab.result" in argv
 
 
+def test_kernel_arguments_go_on_the_command_line_and_odd_ones_are_refused(tmp_path: Path) -> None:
+    kernel = LabKernel("7.3.4+deb13-amd64", tmp_path / "vmlinux", tmp_path / "i.cpio", tmp_path)
+    job = tmp_path / "job.sh"
+    common = {"cpus": 2, "cores": 2, "threads": 1, "memory_mb": 512}
+    argv = qemu_command(kernel, tmp_path, job, [], kernel_args=["isolcpus=1"], **common)
+    assert " isolcpus=1 " in argv[argv.index("-append") + 1]
+    with pytest.raises(LabError, match="kernel argument"):
+        qemu_command(kernel, tmp_path, job, [], kernel_args=["init=/bin/sh; x"], **common)
+
+
 def test_cli_share_syntax() -> None:
     assert parse_share("/work/repo") == (Path("/work/repo"), False)
     assert parse_share("/work/out:rw") == (Path("/work/out"), True)

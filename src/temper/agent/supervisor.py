@@ -163,6 +163,14 @@ class Supervisor:
         except (HostError, OSError) as exc:
             self._exit = ChildExit(None, f"could not start: {exc}")
             return
+        try:
+            await self._await_attach(child, plan, loaded)
+        except asyncio.CancelledError:  # the agent is stopping: leave no half-started scheduler
+            await self._terminate(child)
+            raise
+
+    async def _await_attach(self, child: SchedulerProcess, plan: Plan, loaded: Path | None) -> None:
+        """Adopt `child` once the kernel runs it; a replacement first waits to be `loaded`."""
         deadline = self.clock() + self.settings.start_timeout_s
         while self.clock() < deadline:
             if not child.running:
@@ -170,7 +178,10 @@ class Supervisor:
                 self._exit = ChildExit(child.returncode, child.output_tail())
                 return
             if loaded is not None:
-                if loaded.exists():  # the new one is ready: make way for it
+                if self.child is None or not self.child.running:  # the old one left by itself
+                    await self._reap()
+                    loaded = None
+                elif loaded.exists():  # the new one is ready: make way for it
                     await self.stop()
                     loaded = None
             elif (status := read_sched_ext(self.host_root)).is_ours():

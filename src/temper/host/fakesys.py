@@ -74,15 +74,16 @@ def write_fake_sched_ext(
     """Write `sys/kernel/sched_ext` as the kernel shows it in `state`; return `root`.
 
     `ops` names the loaded scheduler in `root/ops`; None removes `root/`, as the kernel does
-    when no scheduler is loaded.
+    when no scheduler is loaded. `state` is written last: a process that waits for a state
+    (a fake scheduler waiting for the kernel to be free) then sees the other files settled.
     """
     directory = root / SCHED_EXT_DIR
-    _write_text(directory / "state", f"{state}\n")
     _write_text(directory / "enable_seq", f"{enable_seq}\n")
     if ops is None:
         shutil.rmtree(directory / "root", ignore_errors=True)
     else:
         _write_text(directory / "root" / "ops", f"{ops}\n")
+    _write_text(directory / "state", f"{state}\n")
     return root
 
 

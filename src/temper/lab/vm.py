@@ -41,6 +41,7 @@ KEEP_RUNS = 20
 CMDLINE_MAX_BYTES = 2047  # x86 COMMAND_LINE_SIZE is 2048 with the terminating NUL
 # Paths go on the kernel command line and into QEMU's comma-separated options: keep them plain.
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./+@%=~-]*")
+_KERNEL_ARG = re.compile(r"[A-Za-z0-9_.-]+(=[A-Za-z0-9_.,-]+)?")
 _RC = b"__LAB_RC__="
 _FATAL = b"__LAB_FATAL__="
 
@@ -82,9 +83,11 @@ def run_in_guest(
     memory_mb: int = 2048,
     timeout_s: float = 900,
     shares: Sequence[tuple[Path, bool]] = (),
+    kernel_args: Sequence[str] = (),
 ) -> GuestResult:
     """Boot a guest, run `script` (shell, as root, chrooted into the host root, cwd /), return.
 
+    `kernel_args` go on the guest kernel's command line (e.g. `isolcpus=1`).
     `shares` are host directories (path, writable) mounted at the same path in the guest, after
     its tmpfs mounts over /tmp, /run and /var/tmp. Raises `LabError` when QEMU runs past
     `timeout_s` (it is killed) or the guest never reports an exit status; both carry the console's
@@ -96,7 +99,15 @@ def run_in_guest(
     job = run_dir / "job.sh"
     job.write_text(script, encoding="utf-8")
     command = qemu_command(
-        kernel, run_dir, job, planned, cpus=cpus, cores=cores, threads=threads, memory_mb=memory_mb
+        kernel,
+        run_dir,
+        job,
+        planned,
+        cpus=cpus,
+        cores=cores,
+        threads=threads,
+        memory_mb=memory_mb,
+        kernel_args=kernel_args,
     )
     start = time.monotonic()
     qemu_rc = _run_qemu(command, run_dir, timeout_s)
@@ -137,12 +148,16 @@ def qemu_command(
     cores: int,
     threads: int,
     memory_mb: int,
+    kernel_args: Sequence[str] = (),
 ) -> list[str]:
     """The QEMU argv for one run (see the module docstring for each choice)."""
     for path in (run_dir, job):
         if not _PLAIN_PATH.fullmatch(str(path)):
             raise LabError(f"the lab cache path {path} must be letters, digits and ._/+@%=~-")
-    append = f"console=ttyS0 quiet panic=-1 lab_script={job}"
+    for arg in kernel_args:
+        if not _KERNEL_ARG.fullmatch(arg):
+            raise LabError(f"kernel argument {arg!r}: want key=value of letters, digits, ,.-_")
+    append = " ".join(["console=ttyS0 quiet panic=-1", *kernel_args, f"lab_script={job}"])
     if shares:
         mode = {True: "rw", False: "ro"}
         append += " lab_shares=" + ",".join(f"{s.tag}:{s.path}:{mode[s.writable]}" for s in shares)
