@@ -31,6 +31,7 @@ from temper.lab.vm import run_in_guest
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCX = pinned_scx_layered()
 SCENARIOS = ("alone", "stock", "stock_cpu_idle", "temper")
+BATCH_PODS = ("trainer", "etl")
 CPUS, CORES, THREADS = 2, 2, 1
 VM: dict[str, object] = {
     "cpus": CPUS,
@@ -133,30 +134,32 @@ def build_report(
     if temper_ratio is not None:
         report["target"]["met"] = temper_ratio <= TARGET_RATIO
     report["batch_use_of_free_cpu"] = batch_use_of_free_cpu(runs, VM["cpus"])
+    report["pod_cpus"] = mean_pod_cpus(runs)
     report["caveats"] = caveats(report)
     return report
 
 
 def batch_use_of_free_cpu(runs: list[dict[str, Any]], cpus: object) -> dict[str, Any]:
-    """How much of the CPU the critical layer does not own the batch layers kept busy.
+    """How much of the CPU the critical layer does not own the batch pods kept busy.
 
-    Per temper repeat: (low + background layer utilization over the phase) over (node CPUs -
-    CPUs the critical layer owned at the phase's end), in percent; target at least 95. Above
-    100 means the batch also ran on the critical CPU while the LC pod idled.
+    Per temper repeat: the batch pods' CPU time (their cgroups' `cpu.stat`) over the phase's
+    wall time, over (node CPUs - CPUs the critical layer owned at the phase's end), in percent;
+    target at least 95. Above 100 means the batch also ran on the critical CPU while the LC pod
+    idled.
     """
     per_repeat = []
     for r in runs:
-        phase = r.get("layers_over_phase") or {}
-        if r["scenario"] != "temper" or not phase:
+        pod_cpus = r.get("pod_cpus")
+        if r["scenario"] != "temper" or not pod_cpus:
             continue
         owned = (r.get("layers_at_end") or {}).get("critical", {}).get("cur_nr_cpus", 1)
-        free = (int(str(cpus)) - owned) * 100
-        batch = phase.get("low", 0.0) + phase.get("background", 0.0)
+        free = int(str(cpus)) - owned
+        batch = sum(pod_cpus.get(name, 0.0) for name in BATCH_PODS)
         per_repeat.append(
             {
                 "repeat": r["repeat"],
                 "critical_cpus": owned,
-                "batch_util": round(batch, 1),
+                "batch_cpus": round(batch, 3),
                 "pct_of_free": round(batch / free * 100, 1) if free > 0 else None,
             }
         )
@@ -168,6 +171,19 @@ def batch_use_of_free_cpu(runs: list[dict[str, Any]], cpus: object) -> dict[str,
         "target_pct": 95,
         "met": None if mean is None else mean >= 95,
     }
+
+
+def mean_pod_cpus(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per scenario, each pod's mean CPUs used over the measured phases."""
+    out: dict[str, dict[str, float]] = {}
+    for name in SCENARIOS:
+        phases = [r["pod_cpus"] for r in runs if r["scenario"] == name and r.get("pod_cpus")]
+        pods = sorted({pod for phase in phases for pod in phase})
+        if phases:
+            out[name] = {
+                p: round(sum(x.get(p, 0.0) for x in phases) / len(phases), 3) for p in pods
+            }
+    return out
 
 
 def caveats(report: dict[str, Any]) -> list[str]:
@@ -280,14 +296,6 @@ def caveats(report: dict[str, Any]) -> list[str]:
             "p99 still missed the 1.2x target; compare the same repeat's stock and "
             "stock_cpu_idle rows. One such repeat is too few to call a ratio."
         )
-    sampled = [r.get("stats_samples", 0) for r in temper_runs]
-    if temper_runs and max(sampled) < settings["duration_s"] / 2:
-        notes.append(
-            f"Per-layer statistics are thin: {sampled} stats-socket samples per temper phase "
-            "(one a second was asked for). While the stall built up the socket did not answer "
-            "in time, and each sample's utilization is over its own fresh connection, so the "
-            "layer utilization figures are indicative only."
-        )
     lost = {name: f["lost"] for name, f in s.items() if f.get("lost")}
     if lost:
         notes.append(
@@ -349,10 +357,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Target: `temper` p99 within {TARGET_RATIO}x of `alone`: "
         f"**{'met' if report['target']['met'] else 'missed'}**.",
         "",
-        "Batch use of the CPU the critical layer does not own (low + background layer "
-        "utilization over node CPUs minus the critical layer's, per temper repeat): "
+        "Batch use of the CPU the critical layer does not own (the batch pods' CPU time from "
+        "their cgroups, over node CPUs minus the critical layer's, per temper repeat): "
         f"{[p['pct_of_free'] for p in use.get('per_repeat', [])]} %, mean {use.get('mean_pct')} % "
         f"(target at least 95 %: **{VERDICT[use.get('met')]}**).",
+        "",
+        "CPUs each pod used (its cgroup's `cpu.stat` usage over the phase's wall time; mean "
+        "over repeats):",
+        "",
+        "| scenario | " + " | ".join(f"{p} CPUs" for p in ("lc", *BATCH_PODS)) + " |",
+        "|---|" + "---:|" * (1 + len(BATCH_PODS)),
+        *[
+            f"| {name} | " + " | ".join(str(c.get(p, "")) for p in ("lc", *BATCH_PODS)) + " |"
+            for name, c in (report.get("pod_cpus") or {}).items()
+        ],
         "",
         "## Raw figures per repeat",
         "",
@@ -373,25 +391,21 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             "## scx_layered layers during `temper`",
             "",
-            "Per-layer utilization over each measured phase (the mean of the samples read "
-            "once a second, each on a fresh stats-socket connection; 100 = one CPU; samples "
-            "per phase in the last column), and CPUs and task counts at its end "
-            "(`temper.host.scxstats.read_layer_stats`).",
+            "CPUs each layer owned and its task count at the end of each measured phase "
+            "(`temper.host.scxstats.read_layer_stats`). Per-pod CPU time is in the table above: "
+            "the stats socket's utilization is a rate since the connection's previous request, "
+            "and scx_layered's server here answered one request per connection.",
             "",
-            "| repeat | attach s | layer | util over phase | CPUs | tasks | samples |",
-            "|---:|---:|---|---:|---:|---:|---:|",
+            "| repeat | attach s | layer | CPUs | tasks |",
+            "|---:|---:|---|---:|---:|",
         ]
         for r in temper_runs:
-            phase = r.get("layers_over_phase", {})
             end = r.get("layers_at_end", {})
-            for layer in sorted(set(phase) | set(end)):
-                util = phase.get(layer)
-                util_text = "" if util is None else f"{util:.1f}"
-                e = end.get(layer, {})
+            for layer in sorted(end):
+                e = end[layer]
                 lines.append(
-                    f"| {r['repeat']} | {r.get('attach_s')} | {layer} | {util_text} | "
-                    f"{e.get('cur_nr_cpus', '')} | {e.get('tasks', '')} | "
-                    f"{r.get('stats_samples', '')} |"
+                    f"| {r['repeat']} | {r.get('attach_s')} | {layer} | "
+                    f"{e.get('cur_nr_cpus', '')} | {e.get('tasks', '')} |"
                 )
     if temper_runs:
         lines += [

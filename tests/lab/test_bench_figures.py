@@ -55,22 +55,23 @@ def test_gap_figures_and_phases() -> None:
 
 
 @pytest.mark.parametrize(
-    ("low", "background", "critical_cpus", "expected"),
-    [(60.0, 37.0, 1, 97.0), (50.0, 0.0, 1, 50.0)],
+    ("trainer", "etl", "critical_cpus", "expected"),
+    [(0.6, 0.37, 1, 97.0), (0.5, 0.0, 1, 50.0)],
 )
 def test_batch_use_of_the_cpu_critical_does_not_own(
-    low: float, background: float, critical_cpus: int, expected: float
+    trainer: float, etl: float, critical_cpus: int, expected: float
 ) -> None:
     interference = bench_module("interference")
     run = {
         "scenario": "temper",
         "repeat": 0,
-        "layers_over_phase": {"low": low, "background": background, "critical": 30.0},
+        "pod_cpus": {"lc": 0.3, "trainer": trainer, "etl": etl},
         "layers_at_end": {"critical": {"cur_nr_cpus": critical_cpus}},
     }
     use = interference.batch_use_of_free_cpu([run, {"scenario": "stock", "repeat": 0}], 2)
     assert use["mean_pct"] == expected
     assert use["met"] is (expected >= 95)
+    assert interference.mean_pod_cpus([run])["temper"]["trainer"] == trainer
 
 
 def test_the_demo_summary_has_the_promised_shape() -> None:

@@ -52,7 +52,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +106,7 @@ class Bench:
     runs: list[dict[str, Any]] = field(default_factory=list)
     latencies: dict[str, list[int]] = field(default_factory=dict)
     client: subprocess.Popen[bytes] | None = None
+    pod_cgroups: dict[str, str] = field(default_factory=dict)  # pod name -> its cgroup path
 
     def log(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
@@ -130,6 +130,7 @@ class Bench:
             for p in PODS:
                 (WORK / "pods" / f"{p.pod.name}.json").write_text(json.dumps(p.manifest))
             self.facts["cgroups"] = {name: r.container_paths["app"] for name, r in running.items()}
+            self.pod_cgroups = {name: r.path for name, r in running.items()}
             try:
                 self.facts["idle_cpu_util_pct_pods_only"] = idle_util(3.0)
                 self.start_workloads(running, iterations)
@@ -257,18 +258,8 @@ class Bench:
             wait(STATS_SOCKET_PATH.exists, 30)
             self.set_batch(running=True)
             batch_started = time.monotonic()
-            poller = _StatsPoller()
-            poller.start()
-            try:
-                result = self.measure("temper")
-            finally:
-                poller.stop()
+            result = self.measure("temper")
             result["attach_s"] = attach_s
-            result["layers_over_phase"] = poller.mean_util()
-            result["stats_samples"] = len(poller.samples)
-            result["stats_series"] = poller.samples
-            if poller.errors:
-                result["stats_errors"] = poller.errors[:5]
             self.enforcement_checks(result, status, batch_started)
             return result
         finally:
@@ -282,6 +273,7 @@ class Bench:
             log.close()
             stock = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, 30)
             self.log(f"  agent stopped (exit {agent.returncode}); stock scheduler: {stock}")
+            self.settle(self.facts.get("idle_cpu_util_pct_all_started", 0.0))
             tail = (WORK / "agent.log").read_text(errors="replace").splitlines()[-12:]
             self.facts.setdefault("agent_log_tails", []).append(tail)
             self.log("  agent log: " + "\n    ".join(tail))
@@ -331,11 +323,13 @@ class Bench:
         out = WORK / "client.json"
         before = [s.sample() for s in self.spinners]
         busy_0, total_0 = read_cpu_times()
+        usage_0, started = self.pod_usage_us(), time.monotonic()
         self.client.stdin.write(f"run {self.duration_s} {self.period_us} {out}\n".encode())
         self.client.stdin.flush()
         if self.client.stdout.readline().strip() != b"done":
             raise RuntimeError("the LC client died")
         busy_1, total_1 = read_cpu_times()
+        usage_1, wall_us = self.pod_usage_us(), (time.monotonic() - started) * 1e6
         after = [s.sample() for s in self.spinners]
         client = json.loads(out.read_text())
         self.latencies[name] += client["latencies_us"]
@@ -352,9 +346,27 @@ class Bench:
                 "sent": client["sent"],
                 "batch_ops_per_s": round(ops),
                 "cpu_util_pct": round(100 * (busy_1 - busy_0) / max(total_1 - total_0, 1), 1),
+                "pod_cpus": {n: round((usage_1[n] - usage_0[n]) / wall_us, 3) for n in usage_0},
             }
         )
         return figures
+
+    def pod_usage_us(self) -> dict[str, int]:
+        """CPU time (us) each pod's cgroup has used so far (`cpu.stat` usage_usec)."""
+        usage = {}
+        for name, path in self.pod_cgroups.items():
+            stat = (CGROUP_ROOT / path.strip("/") / "cpu.stat").read_text().split()
+            usage[name] = int(stat[stat.index("usage_usec") + 1])
+        return usage
+
+    def settle(self, floor_pct: float) -> None:
+        """After a temper phase, wait (at most 30 s) until the idle node is back near its floor:
+        the scheduler's teardown must not land in the next scenario's measurement."""
+        deadline = time.monotonic() + 30
+        util = idle_util(1.0)
+        while util > floor_pct + 10 and time.monotonic() < deadline:
+            util = idle_util(1.0)
+        self.log(f"  settled: node {util}% busy (floor {floor_pct}%)")
 
     def report(self) -> dict[str, Any]:
         pooled: dict[str, dict[str, Any]] = {}
@@ -396,46 +408,6 @@ class Bench:
 
 
 STATS_SOCKET_PATH = ROOT / STATS_SOCKET
-
-
-class _StatsPoller(threading.Thread):
-    """Reads the layer statistics every second (`read_layer_stats`, a fresh connection each:
-    scx_layered's stats server dropped a held connection after its first answer in this lab).
-    """
-
-    def __init__(self, interval_s: float = 1.0) -> None:
-        super().__init__(daemon=True)
-        self.interval_s = interval_s
-        self.samples: list[dict[str, dict[str, float]]] = []
-        self.errors: list[str] = []
-        self._halt = threading.Event()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
-
-    def run(self) -> None:
-        while not self._halt.wait(self.interval_s):
-            try:
-                stats = read_layer_stats(ROOT)
-            except HostError as exc:
-                self.errors.append(f"{time.monotonic():.1f}: {exc}")
-                continue
-            self.samples.append(
-                {
-                    name: {"util": s.util, "tasks": s.tasks, "cur_nr_cpus": s.cur_nr_cpus}
-                    for name, s in stats.items()
-                }
-            )
-
-    def mean_util(self) -> dict[str, float]:
-        names = sorted({name for sample in self.samples for name in sample})
-        return {
-            name: round(
-                sum(s.get(name, {}).get("util", 0.0) for s in self.samples) / len(self.samples), 1
-            )
-            for name in names
-        }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
