@@ -193,6 +193,7 @@ def test_a3_a_stall_is_a_failure_and_loads_again_within_budget(root: Path) -> No
         await asyncio.sleep(0.6)
         decision = await sup.reconcile(Wanted(critical_plan()))
         assert decision.action is Action.START
+        assert decision.reason == "scx_layered exited (stall); loading it again"
         assert sup.lifecycle.last_failure == "stall"
         await sup.stop()
 

@@ -167,7 +167,7 @@ class Faults:
         starts = sum(1 for t in window if t.get("action") == "start")
         reasons = sorted({str(t["reason"]) for t in window})
         held = read_sched_ext(ROOT).enable_seq == seq and read_sched_ext(ROOT).is_ours()
-        stalled = any("stall" in r for r in reasons)
+        stalled = any("exited (stall)" in r for r in reasons)
         settled = wait(lambda: read_sched_ext(ROOT).is_ours() or _parked(self.log), 240)
         self.check(
             "A4 RT task monopolising a CPU",

@@ -134,6 +134,8 @@ class Lifecycle:
     cooldown_until_s: float = 0.0
     last_failure: str = ""
     detached_since_s: float | None = None
+    # Why our child ended on its own, until the next start reports it.
+    exit_note: str | None = None
 
     def step(self, obs: Observation) -> Decision:
         if obs.child_exit is not None:
@@ -201,7 +203,9 @@ class Lifecycle:
             return Decision(Mode.STOCK, obs.nothing_reason, stop)
         if obs.child_running:
             return self._running(obs)
-        return Decision(Mode.STOCK, "loading scx_layered", Action.START)
+        note, self.exit_note = self.exit_note, None
+        reason = f"scx_layered exited ({note}); loading it again" if note else "loading scx_layered"
+        return Decision(Mode.STOCK, reason, Action.START)
 
     def _running(self, obs: Observation) -> Decision:
         if not obs.ours:
@@ -232,7 +236,7 @@ class Lifecycle:
             self.cooldown_until_s = now + self.settings.sysrq_cooldown_s
             return
         self.failures.append(now)
-        self.last_failure = reason
+        self.last_failure = self.exit_note = reason
 
 
 # The kernel's exit reasons as scx_layered prints them (reference/scx_layered.md 4.2, 2.4).
