@@ -71,10 +71,11 @@ def notes(guest: dict[str, Any]) -> list[str]:
         f"({ratio['stock']}x its limit). Under `temper` it used {used['temper']} CPUs "
         f"({ratio['temper']}x): a CPU limit is not a ceiling while scx_layered schedules, since "
         "sched_ext does not run CFS bandwidth control and scx_layered has no equivalent.",
-        "What Temper does about it: the planner caps a tier's layer at the CPUs its pods' limits "
-        "add up to only for Grouped/Confined layers (critical, high, normal as `cpus_range`), "
-        "which bounds a whole tier, not one pod; the observation issue's linter flags a pod with "
-        "a CPU limit on an enforcing node. A per-pod ceiling would need scx_layered support.",
+        "Nothing in Temper's config bounds one pod: a Grouped layer's `cpus_range` (the "
+        "planner caps normal's at the cores its pods' limits add up to, 1 here) bounds the CPUs "
+        "the layer owns, not where its tasks run, and idle CPUs serve every layer. The planned "
+        "answer is visibility: the observation issue's linter rule for a pod with a CPU limit "
+        "on an enforcing node (not built yet). A per-pod ceiling would need scx_layered support.",
         "TCG: both vCPUs share one host core, so CPU figures are guest CPU time, not host time.",
     ]
 
