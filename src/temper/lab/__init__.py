@@ -14,7 +14,7 @@ kernel-lab test tier, started by the project's own tooling. This package is that
     guestjob.py    run one `temper.lab.<module>` in a guest and collect its JSON (bench drivers)
 
 and the programs that run inside the guest: node.py (the simulated kubelet node), proof.py,
-interference.py, restartgap.py, cpulimit.py.
+faults.py, interference.py (with lcworkload.py and measure.py), restartgap.py, cpulimit.py.
 
 Nothing in the product imports this package; the tests of the lab tier (tests/lab) do.
 
