@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -113,3 +114,27 @@ def test_the_demo_summary_has_the_promised_shape() -> None:
     assert set(result["restart_gap_ms"]) == {"p50", "p99", "max"}
     assert result["caveats"] == ["tcg", "sampler"]
     assert "restart gap (idle guest): p50 400.0 ms" in demo.table(result)
+
+
+def test_restart_gap_report_leaves_out_replacements_no_sample_saw() -> None:
+    restart_gap = bench_module("restart_gap")
+
+    def condition(gaps: list[float], phases: list[dict[str, float]]) -> dict[str, Any]:
+        return {"state": figures(gaps), "canary": figures(gaps), "phases_ms": phases}
+
+    seen = {"disabling": 70.0, "disabled": 200.0, "enabling": 130.0}
+    guest = {
+        "restarts": 3,
+        "sample_interval_ms": 1.0,
+        "stop_start": figures([25000.0]),
+        "idle": condition([0.0, 400.0, 600.0], [{}, seen, seen]),
+        "saturated": condition([900.0], [seen]),
+    }
+    report = restart_gap.build_report(guest, "7.3.4+deb13-amd64", 0, 100.0)
+    assert report["restart_gap_ms"] == {"p50": 400.0, "p99": 600.0, "max": 600.0}
+    assert report["figures"]["idle"]["unobserved"] == 1
+    assert report["guest"]["idle"]["state"]["n"] == 3  # the raw figures stay as measured
+    assert report["target"]["met"] is False
+    text = restart_gap.render_markdown(report)
+    assert "**missed**" in text
+    assert any("no sample saw" in note for note in report["caveats"])

@@ -63,6 +63,7 @@ class Sampler:
     # (time, state) at every change of the kernel state: where a gap's time goes.
     changes: list[tuple[float, str]] = field(default_factory=list)
     samples: int = 0
+    longest_interval_ms: float = 0.0  # the sampler's worst blind spot
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -70,8 +71,11 @@ class Sampler:
         state_since: float | None = None
         canary_since: float | None = None
         last = ""
+        previous = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
+            self.longest_interval_ms = max(self.longest_interval_ms, (now - previous) * 1000)
+            previous = now
             state = STATE.read_text().strip()
             on_ext = _ext_enabled(sched)
             if state != last:
@@ -267,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sampler.stop()
             thread.join()
     result["samples"] = sampler.samples
+    result["longest_sample_interval_ms"] = round(sampler.longest_interval_ms, 1)
     result["agent_log_tail"] = (WORK / "agent.log").read_text(errors="replace")[-4000:]
     args.out.write_text(json.dumps(result, indent=2))
     _log(f"wrote {args.out}")
