@@ -174,3 +174,18 @@ def test_agent_reports_a_bad_host_root_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "nope" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("binary", "message"),
+    [("/bin/true", "not Temper's patched scx_layered"), ("/nonexistent/scx", "cannot run")],
+)
+def test_an_unpatched_or_missing_scheduler_is_refused_at_start(
+    tmp_path: Path, host: Path, binary: str, message: str
+) -> None:
+    (tmp_path / "pods").mkdir()
+    argv = [sys.executable, "-m", "temper.agent.main", "--pods-dir", str(tmp_path / "pods")]
+    argv += ["--host-root", str(host), "--scx-layered", binary]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert message in done.stderr

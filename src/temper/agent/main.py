@@ -35,7 +35,7 @@ from temper.host.errors import HostError
 from temper.host.files import read_profiles
 from temper.host.machine import read_machine_shape
 from temper.host.podsource import PodSnapshot, watch_pod_dir
-from temper.host.scheduler import SchedulerCommand
+from temper.host.scheduler import SchedulerCommand, check_scheduler
 from temper.policy.cgroups import CgroupDriver
 from temper.policy.errors import PolicyError
 from temper.policy.machine import MachineShape
@@ -134,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse_config(argv, os.environ)
         shape = read_machine_shape(config.host_root)
         profiles = read_profiles(config.profiles)
+        check_scheduler(str(config.scx_layered))
     except (HostError, PolicyError, ValueError) as exc:
         print(f"temper-agent: error: {exc}", file=sys.stderr)
         return 1

@@ -13,10 +13,12 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from temper.host.errors import HostError
+from temper.policy.scx import ATTACH_WHEN_FREE, SCHEDULER_FLAGS
 
 _PR_SET_PDEATHSIG = 1
 OUTPUT_LINES = 40  # enough for scx_layered's exit report and the start of a kernel dump
@@ -31,8 +33,24 @@ class SchedulerCommand:
     def argv(self, config_path: Path, loaded_file: Path | None = None) -> list[str]:
         """With `loaded_file`, the scheduler loads, creates that file, and attaches only once
         no sched_ext scheduler is attached (`--attach-when-free`, our scx_layered patch)."""
-        handover = ["--attach-when-free", str(loaded_file)] if loaded_file else []
+        handover = [ATTACH_WHEN_FREE, str(loaded_file)] if loaded_file else []
         return [*self.argv_prefix, *handover, f"f:{config_path}"]
+
+
+def check_scheduler(binary: str, timeout_s: float = 30.0) -> None:
+    """HostError unless `binary` runs and is our patched scx_layered (its --help has our flags)."""
+    try:
+        done = subprocess.run(
+            [binary, "--help"], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise HostError(f"cannot run {binary} --help: {exc}") from exc
+    missing = [f for f in (*SCHEDULER_FLAGS, ATTACH_WHEN_FREE) if f not in done.stdout]
+    if missing:
+        raise HostError(
+            f"{binary} is not Temper's patched scx_layered: its --help lacks "
+            f"{', '.join(missing)} (build it with `make scx-layered`; docs/adr/0003)"
+        )
 
 
 def _die_with_parent() -> None:

@@ -39,6 +39,8 @@ MAX_LAYER_NAME_BYTES = 64  # of the 128-byte BPF name, 64 are for the user's par
 # Flags our configs rely on, from our patch of the pinned scx_layered (docs/adr/0003): layers
 # that share a CPU are served in descending weight, so a weight is a serving rank.
 SCHEDULER_FLAGS = ("--layer-order-by-weight",)
+# The patch's flag for a replacement: load, then attach once no scheduler is attached.
+ATTACH_WHEN_FREE = "--attach-when-free"
 
 # The fields of scx_layered 1.1.2's LayerSpec and each LayerKind that Temper writes. A field
 # outside these sets would be dropped silently by the scheduler, so `check_config` refuses it.
