@@ -11,13 +11,12 @@ Writes DIR/cpu-limit.json and DIR/cpu-limit.md and prints the JSON's path last.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from temper.lab.guestjob import CPUS, REPO, pinned_scx_layered, run_module
+from temper.lab.guestjob import CPUS, REPO, pinned_scx_layered, run_module, write_report
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -109,10 +108,7 @@ def main() -> int:
         "guest_wall_s": round(job.wall_s, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / "cpu-limit.json"
-    json_path.write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "cpu-limit.md").write_text(render_markdown(report))
-    print(json_path)
+    write_report(args.out, "cpu-limit", report, render_markdown(report))
     return 0 if job.returncode == 0 else 1
 
 

@@ -19,20 +19,24 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from temper.lab.guestjob import pinned_scx_layered
-from temper.lab.provision import provision_kernel
-from temper.lab.vm import run_in_guest
+from temper.lab.guestjob import (
+    CORES,
+    CPUS,
+    MEMORY_MB,
+    THREADS,
+    pinned_scx_layered,
+    run_module,
+    write_report,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCX = pinned_scx_layered()
 SCENARIOS = ("alone", "stock", "stock_cpu_idle", "temper")
 BATCH_PODS = ("trainer", "etl")
-CPUS, CORES, THREADS = 2, 2, 1
 VM: dict[str, object] = {
     "cpus": CPUS,
     "cores": CORES,
@@ -40,7 +44,6 @@ VM: dict[str, object] = {
     "accel": "tcg",
     "tcg_threads": "single",
 }
-MEMORY_MB = 2048
 TARGET_RATIO = 1.2
 VERDICT = {True: "met", False: "missed", None: "not measured"}
 HOLD_TEXT = "40 s"
@@ -65,43 +68,25 @@ def main() -> int:
         old = json.loads(json_path.read_text())
         report = build_report(old, old["kernel"], old["guest_wall_s"], old["guest_exit"])
         report["date"] = old["date"]
-        json_path.write_text(json.dumps(report, indent=1) + "\n")
-        (args.out / "interference.md").write_text(render_markdown(report))
-        print(json_path)
+        write_report(args.out, "interference", report, render_markdown(report))
         return 0
     if not args.scx_layered.is_file():
         parser.error(f"{args.scx_layered}: no scx_layered there (make scx-layered builds it)")
-    kernel = provision_kernel(lambda line: print(f"lab: {line}", file=sys.stderr, flush=True))
-    with tempfile.TemporaryDirectory(prefix="interference") as tmp:
-        shared = Path(tmp)
-        script = (
-            f"cd {REPO} && {sys.executable} -m temper.lab.interference "
-            f"--scx-layered {args.scx_layered} --out {shared}/guest.json "
-            f"--repeats {args.repeats} --duration-s {args.duration_s}\n"
-        )
-        started = time.monotonic()
-        result = run_in_guest(
-            kernel,
-            script,
-            cpus=CPUS,
-            cores=CORES,
-            threads=THREADS,
-            memory_mb=MEMORY_MB,
-            timeout_s=1800,
-            shares=[(REPO, False), (shared, True)],
-        )
-        print(result.output, file=sys.stderr)
-        guest_file = shared / "guest.json"
-        if not guest_file.is_file():
-            print(f"the guest wrote no report (exit {result.returncode})", file=sys.stderr)
-            return 1
-        guest = json.loads(guest_file.read_text())
-    report = build_report(guest, kernel.release, time.monotonic() - started, result.returncode)
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "interference.md").write_text(render_markdown(report))
-    print(json_path)
-    return 0 if result.returncode == 0 else 1
+    job = run_module(
+        "temper.lab.interference",
+        [
+            f"--scx-layered={args.scx_layered}",
+            f"--repeats={args.repeats}",
+            f"--duration-s={args.duration_s}",
+        ],
+        timeout_s=1800,
+    )
+    if not job.report:
+        print(f"the guest wrote no report (exit {job.returncode})", file=sys.stderr)
+        return 1
+    report = build_report(job.report, job.kernel, job.wall_s, job.returncode)
+    write_report(args.out, "interference", report, render_markdown(report))
+    return 0 if job.returncode == 0 else 1
 
 
 def build_report(

@@ -23,7 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from temper.lab.guestjob import CORES, CPUS, MEMORY_MB, THREADS, pinned_scx_layered, run_module
+from temper.lab.guestjob import (
+    CORES,
+    CPUS,
+    MEMORY_MB,
+    THREADS,
+    pinned_scx_layered,
+    run_module,
+    write_report,
+)
 from temper.lab.restartgap import figures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,9 +206,7 @@ def main() -> int:
         old = json.loads(json_path.read_text())
         report = build_report(old["guest"], old["kernel"], old["guest_exit"], old["guest_wall_s"])
         report["date"] = old["date"]
-        json_path.write_text(json.dumps(report, indent=1) + "\n")
-        (args.out / "restart-gap.md").write_text(render_markdown(report))
-        print(json_path)
+        write_report(args.out, "restart-gap", report, render_markdown(report))
         return 0
     scx = args.scx_layered or pinned_scx_layered()
     if not scx.is_file():
@@ -214,10 +220,7 @@ def main() -> int:
         print(f"the guest wrote no report (exit {job.returncode})", file=sys.stderr)
         return 1
     report = build_report(job.report, job.kernel, job.returncode, job.wall_s)
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "restart-gap.md").write_text(render_markdown(report))
-    print(json_path)
+    write_report(args.out, "restart-gap", report, render_markdown(report))
     return 0 if job.returncode == 0 else 1
 
 

@@ -42,6 +42,12 @@ def critical_plan(name: str = "checkout") -> Plan:
     return plan_node([pod], SHAPE)
 
 
+def with_promoted_pod(plan: Plan) -> Plan:
+    """The same pods plus a Burstable one promoted to high: the running config misplaces it."""
+    search = make_pod("search", QosClass.BURSTABLE, priority_class="temper-high")
+    return plan_node([*[p.pod for p in plan.placements], search], SHAPE)
+
+
 def fake_command(root: Path, mode: str = "ok", after_s: float = 0.5) -> SchedulerCommand:
     fake = (sys.executable, "-m", "temper.host.fakescx", "--root", str(root))
     return SchedulerCommand((*fake, "--mode", mode, "--after-s", str(after_s)))
@@ -111,13 +117,7 @@ def test_a_new_config_restarts_only_if_the_running_one_misplaces_pods(root: Path
         [*[p.pod for p in first.placements], make_pod("cart", QosClass.BURSTABLE, request=300)],
         SHAPE,
     )
-    promoted = plan_node(
-        [
-            *[p.pod for p in first.placements],
-            make_pod("search", QosClass.BURSTABLE, priority_class="temper-high"),
-        ],
-        SHAPE,
-    )
+    promoted = with_promoted_pod(first)
 
     async def scenario() -> None:
         await sup.reconcile(Wanted(first))
@@ -144,13 +144,7 @@ def test_a_new_config_restarts_only_if_the_running_one_misplaces_pods(root: Path
 def test_a_replacement_that_fails_to_load_leaves_the_running_scheduler(root: Path) -> None:
     sup, seen = supervisor(root)
     first = critical_plan("checkout")
-    promoted = plan_node(
-        [
-            *[p.pod for p in first.placements],
-            make_pod("search", QosClass.BURSTABLE, priority_class="temper-high"),
-        ],
-        SHAPE,
-    )
+    promoted = with_promoted_pod(first)
 
     async def scenario() -> None:
         await sup.reconcile(Wanted(first))
@@ -306,13 +300,7 @@ def test_the_old_scheduler_failing_during_a_replacement_counts_and_the_new_one_t
 ) -> None:
     sup, _ = supervisor(root, mode="stall", after_s=1.0)
     first = critical_plan("checkout")
-    promoted = plan_node(
-        [
-            *[p.pod for p in first.placements],
-            make_pod("search", QosClass.BURSTABLE, priority_class="temper-high"),
-        ],
-        SHAPE,
-    )
+    promoted = with_promoted_pod(first)
 
     async def scenario() -> None:
         await sup.reconcile(Wanted(first))

@@ -1,13 +1,18 @@
-"""How the lab's guest programs (proof, interference benchmark) start `temper-agent`."""
+"""How the lab's guest programs start, watch and stop `temper-agent`."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from temper.host.sched_ext import read_sched_ext
+
 # scx_layered attaches in 18-35 s under single-threaded TCG (docs/lab.md); leave room.
 LAB_START_TIMEOUT_S = 180
+AGENT_LOG = "agent.log"
 
 
 def agent_argv(work: Path, scx_layered: Path, profiles: Sequence[Path] = ()) -> list[str]:
@@ -28,3 +33,30 @@ def agent_argv(work: Path, scx_layered: Path, profiles: Sequence[Path] = ()) -> 
     for profile in profiles:
         argv += ["--profile", str(profile)]
     return argv
+
+
+def start_agent(
+    work: Path, scx_layered: Path, profiles: Sequence[Path] = ()
+) -> subprocess.Popen[bytes]:
+    """Start temper-agent; its output (one JSON line per event) is appended to work/agent.log."""
+    with (work / AGENT_LOG).open("ab") as log:
+        return subprocess.Popen(
+            agent_argv(work, scx_layered, profiles), stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def stop_agent(agent: subprocess.Popen[bytes], timeout_s: float = 60) -> int | None:
+    """SIGTERM the agent (it puts the node back on the stock scheduler); SIGKILL if it hangs.
+    Its exit status, or None when it had to be killed."""
+    agent.send_signal(signal.SIGTERM)
+    try:
+        return agent.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+        return None
+
+
+def enforcing() -> bool:
+    """The kernel runs a layered scheduler (ours, in the lab)."""
+    return read_sched_ext(Path("/")).is_ours()

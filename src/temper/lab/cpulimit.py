@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import time
 import uuid
@@ -28,7 +27,7 @@ from typing import Any
 
 from temper.host.machine import read_machine_shape
 from temper.host.sched_ext import read_sched_ext
-from temper.lab.agentrun import LAB_START_TIMEOUT_S, agent_argv
+from temper.lab.agentrun import LAB_START_TIMEOUT_S, enforcing, start_agent, stop_agent
 from temper.lab.node import Container, SimulatedNode, Thread
 from temper.lab.proof import LabPod, lab_pod, wait
 from temper.policy.pods import parse_pod
@@ -136,13 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def temper_phase(args: argparse.Namespace, cgroup: Path) -> dict[str, Any]:
-    with (WORK / "agent.log").open("ab") as log:
-        agent = subprocess.Popen(
-            agent_argv(WORK, args.scx_layered), stdout=log, stderr=subprocess.STDOUT
-        )
+    agent = start_agent(WORK, args.scx_layered)
     try:
         started = time.monotonic()
-        if not wait(lambda: read_sched_ext(ROOT).is_ours(), LAB_START_TIMEOUT_S):
+        if not wait(enforcing, LAB_START_TIMEOUT_S):
             raise RuntimeError("the agent never enforced")
         attach_s = round(time.monotonic() - started, 1)
         seq = read_sched_ext(ROOT).enable_seq
@@ -150,8 +146,7 @@ def temper_phase(args: argparse.Namespace, cgroup: Path) -> dict[str, Any]:
         held = read_sched_ext(ROOT).is_ours() and read_sched_ext(ROOT).enable_seq == seq
         return {**figures, "attach_s": attach_s, "enforced_whole_phase": held}
     finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(60)
+        stop_agent(agent)
 
 
 if __name__ == "__main__":

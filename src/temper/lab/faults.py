@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 from temper.host.machine import read_machine_shape
 from temper.host.sched_ext import read_sched_ext
-from temper.lab.agentrun import LAB_START_TIMEOUT_S, agent_argv
+from temper.lab.agentrun import AGENT_LOG, LAB_START_TIMEOUT_S, enforcing, start_agent, stop_agent
 from temper.lab.node import RunningPod, SimulatedNode
 from temper.lab.proof import lab_pod, wait
 from temper.policy.tiers import QosClass
@@ -74,7 +73,7 @@ class Faults:
     def __init__(self, scx_layered: Path) -> None:
         self.scx_layered = scx_layered
         self.checks: list[dict[str, Any]] = []
-        self.log = WORK / "agent.log"
+        self.log = WORK / AGENT_LOG
 
     def check(self, name: str, ok: bool, detail: object) -> None:
         self.checks.append({"name": name, "ok": ok, "detail": detail})
@@ -92,12 +91,9 @@ class Faults:
         background: list[subprocess.Popen[bytes]] = []
         with SimulatedNode() as node:
             running = {p.pod.name: node.add_pod(p.pod, p.containers) for p in PODS}
-            with self.log.open("ab") as log:
-                agent = subprocess.Popen(
-                    agent_argv(WORK, self.scx_layered), stdout=log, stderr=subprocess.STDOUT
-                )
+            agent = start_agent(WORK, self.scx_layered)
             try:
-                ok = wait(lambda: read_sched_ext(ROOT).is_ours(), LAB_START_TIMEOUT_S)
+                ok = wait(enforcing, LAB_START_TIMEOUT_S)
                 self.check("enforcing", ok, read_sched_ext(ROOT).enable_seq)
                 if not ok:
                     return
@@ -111,8 +107,7 @@ class Faults:
                 for process in background:
                     process.kill()
                     process.wait()
-                agent.send_signal(signal.SIGTERM)
-                agent.wait(60)
+                stop_agent(agent)
 
     def clock_jump(self) -> None:
         seq, marks = read_sched_ext(ROOT).enable_seq, len(self.transitions())
@@ -168,7 +163,7 @@ class Faults:
         reasons = sorted({str(t["reason"]) for t in window})
         held = read_sched_ext(ROOT).enable_seq == seq and read_sched_ext(ROOT).is_ours()
         stalled = any("exited (stall)" in r for r in reasons)
-        settled = wait(lambda: read_sched_ext(ROOT).is_ours() or _parked(self.log), 240)
+        settled = wait(lambda: enforcing() or _parked(self.log), 240)
         self.check(
             "A4 RT task monopolising a CPU",
             (held or stalled) and starts <= 3 and settled,

@@ -60,3 +60,13 @@ def run_module(module: str, arguments: list[str], timeout_s: float) -> GuestJob:
         print(result.output, file=sys.stderr)
         report = json.loads(out.read_text()) if out.is_file() else {}
     return GuestJob(report, kernel.release, result.returncode, result.wall_s)
+
+
+def write_report(out: Path, stem: str, report: dict[str, Any], markdown: str) -> Path:
+    """Write OUT/STEM.json and OUT/STEM.md; print the JSON's path (the drivers' last line)."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"{stem}.json"
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(markdown)
+    print(json_path)
+    return json_path

@@ -56,12 +56,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from temper.host.errors import HostError
 from temper.host.sched_ext import SchedExtStatus, SchedState, read_sched_ext
 from temper.host.scxstats import STATS_SOCKET, read_layer_stats
-from temper.lab.agentrun import agent_argv
+from temper.lab.agentrun import AGENT_LOG, enforcing, start_agent, stop_agent
 from temper.lab.lcworkload import CGROUP_ROOT, busy
 from temper.lab.measure import dmesg_sched_ext, idle_util, latency_figures, read_cpu_times
 from temper.lab.node import RunningPod, SimulatedNode
@@ -244,11 +244,10 @@ class Bench:
 
     def temper_scenario(self) -> dict[str, Any]:
         self.set_batch(running=False)
-        log = (WORK / "agent.log").open("ab")
-        agent = self.start_agent(log)
+        agent = start_agent(WORK, self.scx_layered)
         try:
             started = time.monotonic()
-            attached = wait(lambda: read_sched_ext(ROOT).is_ours(), ATTACH_TIMEOUT_S)
+            attached = wait(enforcing, ATTACH_TIMEOUT_S)
             attach_s = round(time.monotonic() - started, 1)
             status = read_sched_ext(ROOT)
             self.facts["scheduler_ops"] = status.ops
@@ -264,17 +263,11 @@ class Bench:
             return result
         finally:
             self.set_batch(running=False)
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(60)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
-            log.close()
+            code = stop_agent(agent)
             stock = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, 30)
-            self.log(f"  agent stopped (exit {agent.returncode}); stock scheduler: {stock}")
+            self.log(f"  agent stopped (exit {code}); stock scheduler: {stock}")
             self.settle(self.facts.get("idle_cpu_util_pct_all_started", 0.0))
-            tail = (WORK / "agent.log").read_text(errors="replace").splitlines()[-12:]
+            tail = (WORK / AGENT_LOG).read_text(errors="replace").splitlines()[-12:]
             self.facts.setdefault("agent_log_tails", []).append(tail)
             self.log("  agent log: " + "\n    ".join(tail))
 
@@ -308,10 +301,6 @@ class Bench:
             f"  enforced whole phase: {result['enforced_whole_phase']}; "
             f"detached within {HOLD_S:g} s of batch: {dropped}"
         )
-
-    def start_agent(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
-        argv = agent_argv(WORK, self.scx_layered)
-        return subprocess.Popen(argv, stderr=log, stdout=subprocess.DEVNULL)
 
     def measure(self, name: str) -> dict[str, Any]:
         if name != "temper" and read_sched_ext(ROOT).state is not SchedState.DISABLED:

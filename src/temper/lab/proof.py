@@ -46,7 +46,7 @@ from typing import Any
 from temper.host.machine import read_machine_shape
 from temper.host.sched_ext import SchedState, read_sched_ext
 from temper.host.scxstats import read_layer_stats
-from temper.lab.agentrun import agent_argv
+from temper.lab.agentrun import AGENT_LOG, start_agent, stop_agent
 from temper.lab.node import Container, RunningPod, SimulatedNode, Thread
 from temper.policy.planner import plan_node
 from temper.policy.pods import Pod, parse_pod
@@ -114,9 +114,8 @@ class Proof:
         print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
         return ok
 
-    def start_agent(self, log: Path) -> subprocess.Popen[bytes]:
-        argv = agent_argv(WORK, self.scx_layered, [WORK / "profile.toml"])
-        return subprocess.Popen(argv, stderr=log.open("ab"), stdout=subprocess.DEVNULL)
+    def start_agent(self) -> subprocess.Popen[bytes]:
+        return start_agent(WORK, self.scx_layered, [WORK / "profile.toml"])
 
     def run(self) -> None:
         (WORK / "pods").mkdir(parents=True, exist_ok=True)
@@ -125,8 +124,8 @@ class Proof:
             running = [node.add_pod(p.pod, p.containers) for p in PODS]
             for p in PODS:
                 (WORK / "pods" / f"{p.pod.name}.json").write_text(json.dumps(p.manifest))
-            log = WORK / "agent.log"
-            agent = self.start_agent(log)
+            log = WORK / AGENT_LOG
+            agent = self.start_agent()
             try:
                 self.enforcement(running)
                 self.replacement(log)
@@ -220,12 +219,7 @@ class Proof:
         self.check("SysRq-S holds the stock scheduler", stock and quiet, _kernel())
 
     def agent_sigterm(self, agent: subprocess.Popen[bytes]) -> None:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            code = agent.wait(60)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            code = None
+        code = stop_agent(agent)
         state = read_sched_ext(ROOT).state
         self.check(
             "SIGTERM: exit 0 on stock",
@@ -245,10 +239,9 @@ class Proof:
                 return
             seq = read_sched_ext(ROOT).enable_seq
             mark = len(log.read_text().splitlines())
-            agent = self.start_agent(log)
+            agent = self.start_agent()
             time.sleep(15)
-            agent.send_signal(signal.SIGTERM)
-            agent.wait(60)
+            stop_agent(agent)
             lines = log.read_text().splitlines()[mark:]
             said_foreign = any('"mode": "foreign"' in line for line in lines)
             status = read_sched_ext(ROOT)

@@ -36,7 +36,13 @@ from typing import Any
 
 from temper.host.machine import read_machine_shape
 from temper.host.sched_ext import read_sched_ext
-from temper.lab.agentrun import LAB_START_TIMEOUT_S, agent_argv
+from temper.lab.agentrun import (
+    AGENT_LOG,
+    LAB_START_TIMEOUT_S,
+    enforcing,
+    start_agent,
+    stop_agent,
+)
 from temper.lab.measure import percentile
 from temper.lab.node import SimulatedNode
 from temper.lab.proof import LabPod, lab_pod, wait
@@ -167,7 +173,7 @@ def baseline(scx: Path, shape: MachineShape, runs: int, sampler: Sampler) -> lis
     gaps: list[float] = []
     current = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        if not wait(lambda: read_sched_ext(ROOT).is_ours(), LAB_START_TIMEOUT_S):
+        if not wait(enforcing, LAB_START_TIMEOUT_S):
             raise RuntimeError("scx_layered did not attach for the baseline")
         for run in range(runs):
             time.sleep(SETTLE_S)
@@ -175,7 +181,7 @@ def baseline(scx: Path, shape: MachineShape, runs: int, sampler: Sampler) -> lis
             current.send_signal(signal.SIGTERM)
             current.wait(30)
             current = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-            if not wait(lambda: read_sched_ext(ROOT).is_ours(), LAB_START_TIMEOUT_S):
+            if not wait(enforcing, LAB_START_TIMEOUT_S):
                 raise RuntimeError("scx_layered did not re-attach for the baseline")
             time.sleep(0.05)
             state, _ = sampler.gaps_since(start)
@@ -249,12 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result["stop_start"] = figures(
                     baseline(args.scx_layered, shape, args.baseline, sampler)
                 )
-            with (WORK / "agent.log").open("wb") as log:
-                agent = subprocess.Popen(
-                    agent_argv(WORK, args.scx_layered), stdout=log, stderr=subprocess.STDOUT
-                )
+            agent = start_agent(WORK, args.scx_layered)
             try:
-                if not wait(lambda: read_sched_ext(ROOT).is_ours(), LAB_START_TIMEOUT_S):
+                if not wait(enforcing, LAB_START_TIMEOUT_S):
                     raise RuntimeError("the agent never enforced")
                 alive = lambda: agent.poll() is None  # noqa: E731
                 result["idle"] = replacements(args.restarts, "idle", sampler, alive)
@@ -265,14 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for spinner in spinners:
                     spinner.kill()
                     spinner.wait()
-                agent.send_signal(signal.SIGTERM)
-                agent.wait(60)
+                stop_agent(agent)
         finally:
             sampler.stop()
             thread.join()
     result["samples"] = sampler.samples
     result["longest_sample_interval_ms"] = round(sampler.longest_interval_ms, 1)
-    result["agent_log_tail"] = (WORK / "agent.log").read_text(errors="replace")[-4000:]
+    result["agent_log_tail"] = (WORK / AGENT_LOG).read_text(errors="replace")[-4000:]
     args.out.write_text(json.dumps(result, indent=2))
     _log(f"wrote {args.out}")
     return 0
