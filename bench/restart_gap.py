@@ -56,7 +56,11 @@ def observed(condition: dict[str, Any]) -> dict[str, Any]:
 def build_report(guest: dict[str, Any], release: str, code: int, wall_s: float) -> dict[str, Any]:
     # The guest's raw figures stay as measured; `figures` has them without sampler misses.
     clean: dict[str, Any] = dict(guest)
-    clean.update({c: observed(guest[c]) for c in ("idle", "saturated") if c in guest})
+    for condition in ("idle", "saturated"):
+        if guest.get(condition):
+            clean[condition] = observed(guest[condition])
+        else:
+            clean.pop(condition, None)
     idle = clean.get("idle", {}).get("state", {})
     report = {
         "benchmark": "restart-gap",
@@ -98,6 +102,13 @@ def caveats(report: dict[str, Any]) -> list[str]:
         "critical pod's thread whose /proc/<tid>/sched says `ext.enabled: 0`. The canary also "
         "leaves sched_ext while the kernel is `disabling` and rejoins during `enabling`.",
     ]
+    if "error" in guest:
+        done = {c: guest[c]["state"]["n"] for c in ("idle", "saturated") if c in guest}
+        notes.append(
+            f"The run stopped early: {guest['error']}. Replacements measured before that: "
+            f"{done}. The agent's log (JSON, in restart-gap.json) has the scheduler's last "
+            "output for every exit."
+        )
     missed = {c: guest[c].get("unobserved", 0) for c in ("idle", "saturated") if c in guest}
     if any(missed.values()):
         notes.append(

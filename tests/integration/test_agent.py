@@ -109,6 +109,9 @@ def test_agent_enforces_when_a_pod_asks_and_restores_stock_on_sigterm(
     assert "Temper tier" in str(transitions[0]["reason"])
     assert transitions[1]["action"] == "start"
     assert events(stderr)[-1]["event"] == "stopped"
+    exits = [e for e in events(stderr) if e["event"] == "scheduler-exit"]
+    assert [(e["requested"], e["returncode"]) for e in exits] == [(True, 0)]
+    assert "unregistered from user space" in str(exits[0]["output"])
 
 
 def test_agent_refuses_on_a_kernel_without_sched_ext_and_keeps_running(tmp_path: Path) -> None:

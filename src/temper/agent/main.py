@@ -38,12 +38,14 @@ from temper.host.podsource import PodSnapshot, watch_pod_dir
 from temper.host.scheduler import SchedulerCommand, check_scheduler
 from temper.policy.cgroups import CgroupDriver
 from temper.policy.errors import PolicyError
+from temper.policy.lifecycle import ChildExit
 from temper.policy.machine import MachineShape
 from temper.policy.planner import PlanSettings, needs_enforcement, plan_node
 from temper.policy.profiles import Profile
 from temper.policy.scx import SCHEDULER_FLAGS
 
 log = logging.getLogger("temper.agent")
+EXIT_LINES = 15  # of a scheduler's last output, logged when it ends: its exit reason and dump head
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Agent:
             state_dir=config.state_dir,
             command=SchedulerCommand((str(config.scx_layered), *SCHEDULER_FLAGS)),
             report=_log_transition,
+            on_exit=_log_exit,
             settings=SupervisorSettings(start_timeout_s=config.start_timeout_s),
         )
         self.snapshot: PodSnapshot | None = None
@@ -215,6 +218,16 @@ def _log_transition(transition: Transition) -> None:
         previous=previous,
         action=action,
         reason=transition.reason,
+    )
+
+
+def _log_exit(exit_: ChildExit) -> None:
+    tail = exit_.output_tail.strip().splitlines()[-EXIT_LINES:]
+    _log(
+        "scheduler-exit",
+        returncode=exit_.returncode,
+        requested=exit_.requested,
+        output="\n".join(tail),
     )
 
 

@@ -75,6 +75,7 @@ class Supervisor:
         state_dir: Path,
         command: SchedulerCommand,
         report: Callable[[Transition], None],
+        on_exit: Callable[[ChildExit], None] | None = None,
         lifecycle: Lifecycle | None = None,
         settings: SupervisorSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -83,6 +84,7 @@ class Supervisor:
         self.state_dir = state_dir
         self.command = command
         self.report = report
+        self.on_exit = on_exit  # every end of a scheduler child, with its last output
         self.lifecycle = lifecycle or Lifecycle()
         self.settings = settings or SupervisorSettings()
         self.clock = clock
@@ -115,7 +117,7 @@ class Supervisor:
         code = None
         if child is not None:
             code = await self._terminate(child)
-            self._exit = ChildExit(code, child.output_tail(), requested=True)
+            self._ended(ChildExit(code, child.output_tail(), requested=True))
         status = read_sched_ext(self.host_root)
         still_ours = status.state is SchedState.ENABLED and status.enable_seq == self.attached_seq
         if still_ours and self.attached_seq is not None:
@@ -152,7 +154,7 @@ class Supervisor:
         if child is not None and not child.running:
             await child.wait(self.settings.kill_wait_s)
             self.child, self.running_plan = None, None
-            self._exit = ChildExit(child.returncode, child.output_tail())
+            self._ended(ChildExit(child.returncode, child.output_tail()))
 
     async def _start(self, plan: Plan, *, replace: bool = False) -> None:
         loaded = self.state_dir / LOADED_NAME if replace and self.child is not None else None
@@ -161,7 +163,7 @@ class Supervisor:
                 loaded.unlink(missing_ok=True)
             child = await SchedulerProcess.start(self.command, self._write_config(plan), loaded)
         except (HostError, OSError) as exc:
-            self._exit = ChildExit(None, f"could not start: {exc}")
+            self._ended(ChildExit(None, f"could not start: {exc}"))
             return
         try:
             await self._await_attach(child, plan, loaded)
@@ -175,7 +177,7 @@ class Supervisor:
         while self.clock() < deadline:
             if not child.running:
                 await child.wait(self.settings.kill_wait_s)
-                self._exit = ChildExit(child.returncode, child.output_tail())
+                self._ended(ChildExit(child.returncode, child.output_tail()))
                 return
             if loaded is not None:
                 if self.child is None or not self.child.running:  # the old one left by itself
@@ -191,7 +193,7 @@ class Supervisor:
             await asyncio.sleep(self.settings.poll_s)
         code = await self._terminate(child)
         timeout = f"did not attach within {self.settings.start_timeout_s:.0f} s"
-        self._exit = ChildExit(code, f"{child.output_tail()}\n{timeout}")
+        self._ended(ChildExit(code, f"{child.output_tail()}\n{timeout}"))
 
     async def _terminate(self, child: SchedulerProcess) -> int | None:
         child.send(signal.SIGTERM)
@@ -200,6 +202,12 @@ class Supervisor:
             child.send(signal.SIGKILL)
             code = await child.wait(self.settings.kill_wait_s)
         return code
+
+    def _ended(self, exit_: ChildExit) -> None:
+        """A scheduler child ended (or never started): the lifecycle hears of it next step."""
+        self._exit = exit_
+        if self.on_exit is not None:
+            self.on_exit(exit_)
 
     def _write_config(self, plan: Plan) -> Path:
         self.state_dir.mkdir(parents=True, exist_ok=True)

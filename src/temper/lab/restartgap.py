@@ -194,9 +194,10 @@ def baseline(scx: Path, shape: MachineShape, runs: int, sampler: Sampler) -> lis
 
 
 def replacements(
-    runs: int, label: str, sampler: Sampler, agent_alive: Callable[[], bool]
-) -> dict[str, Any]:
-    """Flip the `flip` pod's tier `runs` times; each flip is one replacement by the agent."""
+    runs: int, sampler: Sampler, agent_alive: Callable[[], bool], into: dict[str, Any]
+) -> None:
+    """Flip the `flip` pod's tier `runs` times; each flip is one replacement by the agent.
+    `into` holds the figures so far after every replacement, so a failure keeps them."""
     state_gaps: list[float] = []
     canary_gaps: list[float] = []
     phases: list[dict[str, float]] = []
@@ -208,17 +209,17 @@ def replacements(
         (WORK / "pods" / "flip.json.partial").replace(WORK / "pods" / "flip.json")
         replaced = wait(functools.partial(_replaced, seq), LAB_START_TIMEOUT_S)
         if not replaced or not agent_alive():
-            raise RuntimeError(f"{label} restart {run + 1}: the agent did not replace scx_layered")
+            raise RuntimeError(f"restart {run + 1}: the agent did not replace scx_layered")
         time.sleep(SETTLE_S)
         state, canary = sampler.gaps_since(start)
         state_gaps.append(max(state, default=0.0))
         canary_gaps.append(max(canary, default=0.0))
         phases.append(sampler.phases_since(start))
+        into.update(state=figures(state_gaps), canary=figures(canary_gaps), phases_ms=phases)
         _log(
-            f"{label} {run + 1}/{runs}: state {state_gaps[-1]:.1f} ms {phases[-1]}, "
+            f"{run + 1}/{runs}: state {state_gaps[-1]:.1f} ms {phases[-1]}, "
             f"canary {canary_gaps[-1]:.1f} ms off sched_ext"
         )
-    return {"state": figures(state_gaps), "canary": figures(canary_gaps), "phases_ms": phases}
 
 
 def saturate(node_cpus: int, container: Path) -> list[subprocess.Popen[bytes]]:
@@ -260,24 +261,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not wait(enforcing, LAB_START_TIMEOUT_S):
                     raise RuntimeError("the agent never enforced")
                 alive = lambda: agent.poll() is None  # noqa: E731
-                result["idle"] = replacements(args.restarts, "idle", sampler, alive)
+                _log("idle node")
+                replacements(args.restarts, sampler, alive, result.setdefault("idle", {}))
                 etl = CGROUP_ROOT / running["etl"].container_paths["app"].strip("/")
                 spinners = saturate(shape.nr_cpus, etl)
-                result["saturated"] = replacements(args.restarts, "saturated", sampler, alive)
+                _log("saturated node")
+                replacements(args.restarts, sampler, alive, result.setdefault("saturated", {}))
             finally:
                 for spinner in spinners:
                     spinner.kill()
                     spinner.wait()
                 stop_agent(agent)
+        except Exception as exc:  # keep what was measured, and why it stopped
+            result["error"] = f"{type(exc).__name__}: {exc}"
+            _log(f"stopped early: {result['error']}")
         finally:
             sampler.stop()
             thread.join()
-    result["samples"] = sampler.samples
-    result["longest_sample_interval_ms"] = round(sampler.longest_interval_ms, 1)
-    result["agent_log_tail"] = (WORK / AGENT_LOG).read_text(errors="replace")[-4000:]
-    args.out.write_text(json.dumps(result, indent=2))
-    _log(f"wrote {args.out}")
-    return 0
+            result["samples"] = sampler.samples
+            result["longest_sample_interval_ms"] = round(sampler.longest_interval_ms, 1)
+            log = WORK / AGENT_LOG
+            result["agent_log_tail"] = (
+                log.read_text(errors="replace")[-8000:] if log.exists() else ""
+            )
+            args.out.write_text(json.dumps(result, indent=2))
+            _log(f"wrote {args.out}")
+    return 1 if "error" in result else 0
 
 
 if __name__ == "__main__":
