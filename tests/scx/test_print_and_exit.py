@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from builders import make_pod
+from temper.host.scheduler import check_scheduler
 from temper.policy.cgroups import CgroupDriver
 from temper.policy.machine import synthetic_shape
 from temper.policy.planner import PlanSettings, plan_node
@@ -159,3 +160,8 @@ def test_scx_layered_rejects_a_malformed_config(scx_layered: Path, tmp_path: Pat
         check=False,
     )
     assert done.returncode != 0
+
+
+def test_the_agent_accepts_the_pinned_build_as_patched(scx_layered: Path) -> None:
+    """temper-agent refuses an scx_layered without our flags; the pinned build has them."""
+    check_scheduler(str(scx_layered))

@@ -38,14 +38,16 @@ class SchedulerCommand:
 
 
 def check_scheduler(binary: str, timeout_s: float = 30.0) -> None:
-    """HostError unless `binary` runs and is our patched scx_layered (its --help has our flags)."""
+    """HostError unless `binary` runs and is our patched scx_layered (its --help has our flags;
+    scx_layered prints its help on stderr and exits 255)."""
     try:
         done = subprocess.run(
             [binary, "--help"], capture_output=True, text=True, timeout=timeout_s, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise HostError(f"cannot run {binary} --help: {exc}") from exc
-    missing = [f for f in (*SCHEDULER_FLAGS, ATTACH_WHEN_FREE) if f not in done.stdout]
+    text = done.stdout + done.stderr
+    missing = [f for f in (*SCHEDULER_FLAGS, ATTACH_WHEN_FREE) if f not in text]
     if missing:
         raise HostError(
             f"{binary} is not Temper's patched scx_layered: its --help lacks "
