@@ -53,7 +53,9 @@ def observed(condition: dict[str, Any]) -> dict[str, Any]:
     return {**out, "phases_ms": [phases[i] for i in keep], "unobserved": len(phases) - len(keep)}
 
 
-def build_report(guest: dict[str, Any], release: str, code: int, wall_s: float) -> dict[str, Any]:
+def build_report(
+    guest: dict[str, Any], release: str, code: int, wall_s: float, run_notes: list[str]
+) -> dict[str, Any]:
     # The guest's raw figures stay as measured; `figures` has them without sampler misses.
     clean: dict[str, Any] = dict(guest)
     for condition in ("idle", "saturated"):
@@ -74,6 +76,7 @@ def build_report(guest: dict[str, Any], release: str, code: int, wall_s: float) 
         "guest": guest,
         "guest_exit": code,
         "guest_wall_s": round(wall_s, 1),
+        "run_notes": run_notes,
     }
     report["caveats"] = caveats(report)
     return report
@@ -90,7 +93,8 @@ def _mean_phases(phases: list[dict[str, float]]) -> dict[str, float]:
 
 def caveats(report: dict[str, Any]) -> list[str]:
     guest = report["figures"]
-    notes = [
+    notes = list(report.get("run_notes", []))
+    notes += [
         "Measured in a QEMU guest under single-threaded TCG (both vCPUs on one host thread), not "
         "on hardware: the kernel's disable and enable paths and scx_layered's BPF load run "
         "emulated, many times slower than on a real node. Compare the conditions of this run "
@@ -123,10 +127,13 @@ def caveats(report: dict[str, Any]) -> list[str]:
         notes.append(
             f"Target missed on the idle guest: p50 {p50} ms against {TARGET_P50_MS:.0f} ms "
             f"({p50 / TARGET_P50_MS:.1f}x). What bounds it: the mean time per kernel state "
-            f"within a gap was {phases} ms; `disabling` is the kernel moving every task back to "
-            "the fair class, `disabled` the new instance noticing and attaching its programs, "
-            "`enabling` the kernel's ops.init and per-task init into the new scheduler. None of "
-            "it is the BPF load (18-35 s here), which the replacement moved out of the gap."
+            f"within a gap was {phases} ms. `disabling` is the kernel moving every task back to "
+            "the fair class; `disabled` lasts until the old scheduler's sysfs directory `root` "
+            "is released (no scheduler can attach before: the kernel names each one `root`) and "
+            "the new instance's attach has started the kernel's enable; `enabling` is the "
+            "kernel initialising every task into the new scheduler. All of it is kernel work "
+            "under emulation; none of it is the BPF load (20-35 s here), which the replacement "
+            "moved out of the gap. Shrinking it further needs the kernel, not scx_layered."
         )
     return notes
 
@@ -207,6 +214,12 @@ def main() -> int:
     parser.add_argument("--scx-layered", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "reports")
     parser.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a fact about this run for the caveats (e.g. what else the host ran); repeatable",
+    )
+    parser.add_argument(
         "--render-only",
         action="store_true",
         help="rebuild DIR/restart-gap.{json,md} from the guest figures in DIR/restart-gap.json",
@@ -215,7 +228,10 @@ def main() -> int:
     json_path = args.out / "restart-gap.json"
     if args.render_only:
         old = json.loads(json_path.read_text())
-        report = build_report(old["guest"], old["kernel"], old["guest_exit"], old["guest_wall_s"])
+        notes = old.get("run_notes", []) + args.note
+        report = build_report(
+            old["guest"], old["kernel"], old["guest_exit"], old["guest_wall_s"], notes
+        )
         report["date"] = old["date"]
         write_report(args.out, "restart-gap", report, render_markdown(report))
         return 0
@@ -230,7 +246,7 @@ def main() -> int:
     if not job.report:
         print(f"the guest wrote no report (exit {job.returncode})", file=sys.stderr)
         return 1
-    report = build_report(job.report, job.kernel, job.returncode, job.wall_s)
+    report = build_report(job.report, job.kernel, job.returncode, job.wall_s, args.note)
     write_report(args.out, "restart-gap", report, render_markdown(report))
     return 0 if job.returncode == 0 else 1
 

@@ -130,7 +130,7 @@ def test_restart_gap_report_leaves_out_replacements_no_sample_saw() -> None:
         "idle": condition([0.0, 400.0, 600.0], [{}, seen, seen]),
         "saturated": condition([900.0], [seen]),
     }
-    report = restart_gap.build_report(guest, "7.3.4+deb13-amd64", 0, 100.0)
+    report = restart_gap.build_report(guest, "7.3.4+deb13-amd64", 0, 100.0, ["host busy"])
     assert report["restart_gap_ms"] == {"p50": 400.0, "p99": 600.0, "max": 600.0}
     assert report["figures"]["idle"]["unobserved"] == 1
     assert report["guest"]["idle"]["state"]["n"] == 3  # the raw figures stay as measured
@@ -138,3 +138,4 @@ def test_restart_gap_report_leaves_out_replacements_no_sample_saw() -> None:
     text = restart_gap.render_markdown(report)
     assert "**missed**" in text
     assert any("no sample saw" in note for note in report["caveats"])
+    assert report["caveats"][0] == "host busy"
