@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-## demo: the lab proof: Temper vs stock beside batch, and the restart gap, in a sched_ext guest (~35 min)
+## demo: the lab proof: Temper vs stock beside batch, and the restart gap, in a sched_ext guest (~25 min)
 demo: $(STAMP) scx-layered
 	$(BIN)/python bench/demo.py
 

@@ -13,7 +13,7 @@ prints a summary table, and writes the result as JSON to a path it prints last:
     python bench/demo.py [--repeats N] [--duration-s S] [--restarts N] [--out DIR]
 
 The full reports (markdown and JSON) of both benchmarks land in DIR too (default: a new
-directory under $TEMPER_CACHE/demo). About 35 minutes on 2 cores with warm caches.
+directory under $TEMPER_CACHE/demo). About 25 minutes on 2 cores with warm caches.
 """
 
 from __future__ import annotations
