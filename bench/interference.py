@@ -34,7 +34,6 @@ from temper.lab.guestjob import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SCX = pinned_scx_layered()
 SCENARIOS = ("alone", "stock", "stock_cpu_idle", "temper")
 BATCH_PODS = ("trainer", "etl")
 VM: dict[str, object] = {
@@ -54,7 +53,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument(
-        "--scx-layered", type=Path, default=Path(os.environ.get("SCX_LAYERED", DEFAULT_SCX))
+        "--scx-layered",
+        type=Path,
+        default=None,
+        help="default: $SCX_LAYERED, else the pinned build",
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "reports")
     parser.add_argument(
@@ -70,6 +72,9 @@ def main() -> int:
         report["date"] = old["date"]
         write_report(args.out, "interference", report, render_markdown(report))
         return 0
+    if args.scx_layered is None:
+        pinned = os.environ.get("SCX_LAYERED")
+        args.scx_layered = Path(pinned) if pinned else pinned_scx_layered()
     if not args.scx_layered.is_file():
         parser.error(f"{args.scx_layered}: no scx_layered there (make scx-layered builds it)")
     job = run_module(
