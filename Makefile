@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo plan test test-fast check bench bench-lab scx-layered clean
+.PHONY: demo plan test test-fast check bench bench-lab scx-layered control-plane clean
 
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -24,8 +24,12 @@ plan: $(STAMP)
 scx-layered:
 	scripts/install-scx-layered
 
-## test: every test tier, including scx_layered --print-and-exit (cold: ~20 min, warm: <1 min)
-test: $(STAMP) scx-layered
+## control-plane: build kube-apiserver and Helm, fetch etcd, into the cache outside the repo (cold: ~15 min)
+control-plane:
+	scripts/install-control-plane
+
+## test: every test tier: unit, integration, scx, control plane, kernel lab (cold: ~40 min, warm: ~10 min)
+test: $(STAMP) scx-layered control-plane
 	$(BIN)/pytest
 
 ## test-fast: unit and integration tiers only

@@ -55,11 +55,16 @@ def test_a8_another_scx_layered_without_our_child_is_foreign_too() -> None:
     assert (decision.mode, decision.action) == (Mode.FOREIGN, None)
 
 
-def test_kill_switch_on_or_unknown_means_stock() -> None:
-    for switch, word in ((True, "on"), (None, "unknown")):
+def test_kill_switch_on_or_unknown_means_safe_mode() -> None:
+    for switch, word in ((True, "on"), (None, "not known")):
         decision = Lifecycle().step(replace(RUNNING, kill_switch=switch))
-        assert (decision.mode, decision.action) == (Mode.STOCK, Action.STOP)
+        assert (decision.mode, decision.action) == (Mode.SAFE_MODE, Action.STOP)
         assert word in decision.reason
+
+
+def test_kill_switch_reason_names_its_source() -> None:
+    obs = replace(RUNNING, kill_switch=True, kill_switch_reason="safe mode set on the Node")
+    assert Lifecycle().step(obs).reason == "safe mode set on the Node"
 
 
 def test_a9_waits_while_the_kernel_is_mid_transition() -> None:

@@ -1,16 +1,21 @@
-"""`temper-agent`: the node agent, standalone with a static pod source.
+"""`temper-agent`: the node agent.
 
-    temper-agent --pods-dir DIR [--host-root DIR] [--state-dir DIR] [--scx-layered PATH]
-                 [--cgroup-driver systemd|cgroupfs] [--profile FILE]... [--config FILE]
+    temper-agent --node-name NAME [--kubeconfig FILE]     in a cluster (docs/cluster.md)
+    temper-agent --pods-dir DIR                           standalone, pods from manifest files
+        [--host-root DIR] [--state-dir DIR] [--scx-layered PATH] [--health-port PORT]
+        [--cgroup-driver systemd|cgroupfs] [--profile FILE]... [--config FILE]
 
-Every flag can also come from the environment (`TEMPER_PODS_DIR`, `TEMPER_HOST_ROOT`, ...) or a
-TOML config file (`pods_dir = "..."`); flags win over the environment, which wins over the file.
+Every flag can also come from the environment (`TEMPER_NODE_NAME`, `TEMPER_PODS_DIR`, ...) or
+a TOML config file (`node_name = "..."`); flags win over the environment, which wins over the
+file. `NODE_NAME` and `KUBECONFIG` are honoured too. In a cluster without `--kubeconfig` the
+agent uses its pod's service account.
 
 This is the single composition root: it reads the machine shape and profiles once, then runs
-two named tasks in a TaskGroup, `watch-pods` (the pod directory) and `reconcile` (plan and
-supervise), waits for the first pod list before planning, and on SIGTERM or SIGINT stops
-`reconcile`, puts the node back on the stock scheduler, and exits 0. Each mode transition is
-logged as one JSON line with its reason.
+named tasks in a TaskGroup: `watch-pods` (the API server's pods of this node, or the pod
+directory; each change is planned at once), `reconcile` (supervise the scheduler), and in a
+cluster `watch-node` (the kill switch) and `publish` (annotations and Events). It waits for the
+first pod list before enforcing, and on SIGTERM or SIGINT puts the node back on the stock
+scheduler and exits 0. Each mode transition is logged as one JSON line with its reason.
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from temper.agent.health import serve_health
 from temper.agent.supervisor import Supervisor, SupervisorSettings, Transition, Wanted
 from temper.host.errors import HostError
 from temper.host.files import read_profiles
@@ -37,20 +44,28 @@ from temper.host.machine import read_machine_shape
 from temper.host.podsource import PodSnapshot, watch_pod_dir
 from temper.host.scheduler import SchedulerCommand, check_scheduler
 from temper.policy.cgroups import CgroupDriver
+from temper.policy.contract import OFF, KillSwitch
 from temper.policy.errors import PolicyError
 from temper.policy.lifecycle import ChildExit
 from temper.policy.machine import MachineShape
-from temper.policy.planner import PlanSettings, needs_enforcement, plan_node
+from temper.policy.planner import Plan, PlanSettings, needs_enforcement, plan_node
 from temper.policy.profiles import Profile
 from temper.policy.scx import SCHEDULER_FLAGS
 
+if TYPE_CHECKING:  # the API client takes seconds to import; standalone agents never need it
+    from temper.agent.cluster import ClusterLink
+
 log = logging.getLogger("temper.agent")
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 EXIT_LINES = 15  # of a scheduler's last output, logged when it ends: its exit reason and dump head
 
 
 @dataclass(frozen=True)
 class AgentConfig:
-    pods_dir: Path
+    pods_dir: Path | None = None  # standalone: pods from manifest files
+    node_name: str | None = None  # in a cluster: pods and kill switch from the API server
+    kubeconfig: Path | None = None  # None in a cluster: the pod's service account
+    health_port: int = 0  # /livez and /readyz on this port; 0: none
     host_root: Path = Path("/")
     state_dir: Path = Path("/run/temper")
     scx_layered: Path = Path("scx_layered")
@@ -65,70 +80,124 @@ class AgentConfig:
     # How long scx_layered may take to attach before the start counts as a failure: under a
     # second on real hardware, up to ~35 s in the single-threaded TCG lab.
     start_timeout_s: float = 60.0
+    # How often the tier load's CPU use is sampled and published.
+    publish_interval_s: float = 15.0
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, shape: MachineShape, profiles: Sequence[Profile]):
+    def __init__(
+        self,
+        config: AgentConfig,
+        shape: MachineShape,
+        profiles: Sequence[Profile],
+        pods: AsyncIterator[PodSnapshot],
+        cluster: ClusterLink | None = None,
+    ):
         self.config = config
         self.shape = shape
         self.profiles = tuple(profiles)
+        self.pods = pods
+        self.cluster = cluster
         self.settings = PlanSettings(cgroup_driver=config.cgroup_driver)
         self.supervisor = Supervisor(
             host_root=config.host_root,
             state_dir=config.state_dir,
             command=SchedulerCommand((str(config.scx_layered), *SCHEDULER_FLAGS)),
-            report=_log_transition,
+            report=self._transition,
             on_exit=_log_exit,
             settings=SupervisorSettings(start_timeout_s=config.start_timeout_s),
         )
         self.snapshot: PodSnapshot | None = None
         self.changed = asyncio.Event()
-        self._wanted: tuple[str | None, Wanted] | None = None
+        self.plan: Plan | None = None  # the newest plan that planned, enforced or not
+        self.wanted = Wanted(None, nothing_reason="no pod list yet")
+        self.reconciled = False  # a first decision was made (readiness)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
             async with asyncio.TaskGroup() as tasks:
-                watcher = tasks.create_task(self._watch_pods(), name="watch-pods")
-                reconciler = tasks.create_task(self._reconcile(), name="reconcile")
+                jobs = [
+                    tasks.create_task(self._watch_pods(), name="watch-pods"),
+                    tasks.create_task(self._reconcile(), name="reconcile"),
+                ]
+                if self.cluster is not None:
+                    jobs += [
+                        tasks.create_task(
+                            self.cluster.watch_kill_switch(self.changed.set), name="watch-node"
+                        ),
+                        tasks.create_task(self.cluster.publisher.run(), name="publish"),
+                        tasks.create_task(self._sample_load(), name="sample-load"),
+                    ]
+                if self.config.health_port:
+                    jobs.append(tasks.create_task(self._health(), name="health"))
                 await stop.wait()
-                watcher.cancel()
-                reconciler.cancel()
+                for job in jobs:
+                    job.cancel()
         finally:
             await self.supervisor.stop()
             _log("stopped", reason="agent shutting down; node on the stock scheduler")
+            if self.cluster is not None:
+                await self.cluster.goodbye(self.supervisor)
+
+    def kill_switch(self) -> KillSwitch | None:
+        return self.cluster.kill_switch if self.cluster is not None else OFF
 
     async def _watch_pods(self) -> None:
-        async for snapshot in watch_pod_dir(self.config.pods_dir):
+        async for snapshot in self.pods:
             for error in snapshot.errors:
                 _log("pod-source-error", reason=error)
             self.snapshot = snapshot
+            self._replan()
             self.changed.set()
 
-    async def _reconcile(self) -> None:
-        await self.changed.wait()  # the first pod list, before anything is planned
-        while True:
-            self.changed.clear()
-            await self.supervisor.reconcile(self.wanted())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), self.config.interval_s)
-                await asyncio.sleep(self.config.coalesce_s)
-
-    def wanted(self) -> Wanted:
-        """The plan for the latest pod snapshot, computed once per snapshot, not per tick."""
-        key = self.snapshot.fingerprint if self.snapshot else None
-        if self._wanted is None or self._wanted[0] != key:
-            self._wanted = (key, self._plan())
-        return self._wanted[1]
-
-    def _plan(self) -> Wanted:
+    def _replan(self) -> None:
+        """Plan the newest snapshot now; enforcement picks the plan up on its next step."""
+        started = time.perf_counter()
         pods = self.snapshot.pods if self.snapshot else ()
         try:
             plan = plan_node(pods, self.shape, self.profiles, self.settings)
         except PolicyError as exc:
-            return Wanted(None, problems=(str(exc),))
-        if not needs_enforcement(plan):
-            return Wanted(None)
-        return Wanted(plan)
+            self.wanted = Wanted(None, problems=(str(exc),))
+        else:
+            self.plan = plan
+            self.wanted = Wanted(plan if needs_enforcement(plan) else None)
+        _log(
+            "planned",
+            pods=len(pods),
+            took_ms=round((time.perf_counter() - started) * 1000, 2),
+            enforce=self.wanted.plan is not None,
+        )
+        if self.cluster is not None:
+            self.cluster.publish(self.supervisor, self.plan)
+
+    async def _reconcile(self) -> None:
+        while self.snapshot is None:  # the first pod list, before anything is decided
+            await self.changed.wait()
+            self.changed.clear()
+        while True:
+            self.changed.clear()
+            await self.supervisor.reconcile(self.wanted, self.kill_switch())
+            self.reconciled = True
+            if self.cluster is not None:
+                self.cluster.publish(self.supervisor, self.plan)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), self.config.interval_s)
+                await asyncio.sleep(self.config.coalesce_s)
+
+    async def _sample_load(self) -> None:
+        assert self.cluster is not None
+        while True:
+            await asyncio.sleep(self.config.publish_interval_s)
+            self.cluster.sample_usage(self.plan)
+            self.cluster.publish(self.supervisor, self.plan)
+
+    async def _health(self) -> None:
+        await serve_health(self.config.health_port, ready=lambda: self.reconciled)
+
+    def _transition(self, transition: Transition) -> None:
+        _log_transition(transition)
+        if self.cluster is not None:
+            self.cluster.transition(transition)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,21 +210,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HostError, PolicyError, ValueError) as exc:
         print(f"temper-agent: error: {exc}", file=sys.stderr)
         return 1
-    _log("starting", reason=f"machine: {shape.describe()}; pods from {config.pods_dir}")
-    asyncio.run(_run(Agent(config, shape, profiles)))
-    return 0
+    source = f"node {config.node_name}" if config.node_name else f"pods from {config.pods_dir}"
+    _log("starting", reason=f"machine: {shape.describe()}; {source}")
+    return asyncio.run(_run(config, shape, profiles))
 
 
-async def _run(agent: Agent) -> None:
+async def _run(config: AgentConfig, shape: MachineShape, profiles: Sequence[Profile]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await agent.run(stop)
+    if config.node_name is None:
+        assert config.pods_dir is not None
+        await Agent(config, shape, profiles, watch_pod_dir(config.pods_dir)).run(stop)
+        return 0
+    return await _run_in_cluster(config, shape, profiles, stop)
+
+
+async def _run_in_cluster(
+    config: AgentConfig, shape: MachineShape, profiles: Sequence[Profile], stop: asyncio.Event
+) -> int:
+    from temper.agent.cluster import ClusterLink  # noqa: PLC0415 (slow import, cluster only)
+    from temper.kube.api import ApiError, KubeApi, load_config  # noqa: PLC0415
+    from temper.kube.podwatch import watch_node_pods  # noqa: PLC0415
+
+    assert config.node_name is not None
+    try:
+        api = KubeApi(await load_config(config.kubeconfig))
+    except ApiError as exc:
+        print(f"temper-agent: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        cluster = ClusterLink(
+            api,
+            config.node_name,
+            state_dir=config.state_dir,
+            host_root=config.host_root,
+            report=lambda event, fields: _log(event, **fields),
+        )
+        pods = watch_node_pods(api, config.node_name, on_error=cluster.api_error("pods"))
+        await Agent(config, shape, profiles, pods, cluster).run(stop)
+    finally:
+        await api.close()
+    return 0
 
 
 _FLAGS: dict[str, str] = {
+    "node_name": "this node's name: pods and the kill switch come from the API server",
+    "kubeconfig": "kubeconfig file for the API server (default: the pod's service account)",
     "pods_dir": "directory of pod manifests (JSON/YAML with metadata.uid), watched for changes",
+    "health_port": "serve /livez and /readyz on this port (default: off)",
     "host_root": "root of the host: its /sys, /proc and /boot (default /)",
     "state_dir": "where the running scx_layered config is written (default /run/temper)",
     "scx_layered": "the scx_layered binary (default: scx_layered on PATH)",
@@ -174,14 +278,20 @@ def parse_config(argv: Sequence[str] | None, env: dict[str, str] | os._Environ[s
     args = parser.parse_args(argv)
     config_path = args.config or (Path(env["TEMPER_CONFIG"]) if "TEMPER_CONFIG" in env else None)
     values = _read_config_file(config_path) if config_path else {}
+    for name, plain in (("node_name", "NODE_NAME"), ("kubeconfig", "KUBECONFIG")):
+        if plain in env:
+            values[name] = env[plain]
     for name in (*_FLAGS, "profile"):
         env_value = env.get(f"TEMPER_{name.upper()}")
         if env_value is not None:
             values[name] = env_value.split(",") if name == "profile" else env_value
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
-    if "pods_dir" not in values:
-        parser.error("--pods-dir (or TEMPER_PODS_DIR, or pods_dir in the config file) is required")
+    if ("pods_dir" in values) == ("node_name" in values):
+        parser.error(
+            "give exactly one pod source: --node-name (in a cluster; or NODE_NAME) or "
+            "--pods-dir (standalone)"
+        )
     return _build_config(values)
 
 
@@ -198,8 +308,12 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 def _build_config(values: dict[str, Any]) -> AgentConfig:
     profiles = values.get("profile") or []
+    kubeconfig = values.get("kubeconfig")
     return AgentConfig(
-        pods_dir=Path(values["pods_dir"]),
+        pods_dir=Path(values["pods_dir"]) if "pods_dir" in values else None,
+        node_name=_node_name(values.get("node_name")),
+        kubeconfig=Path(kubeconfig) if kubeconfig else None,
+        health_port=_port(values.get("health_port", 0)),
         host_root=Path(values.get("host_root", "/")),
         state_dir=Path(values.get("state_dir", "/run/temper")),
         scx_layered=Path(values.get("scx_layered", "scx_layered")),
@@ -207,6 +321,25 @@ def _build_config(values: dict[str, Any]) -> AgentConfig:
         profiles=tuple(Path(p) for p in profiles),
         start_timeout_s=float(values.get("start_timeout_s", 60.0)),
     )
+
+
+def _node_name(value: object) -> str | None:
+    if value is None:
+        return None
+    name = str(value).strip()
+    if not name or len(name) > 253 or not _NODE_NAME.fullmatch(name):
+        raise ValueError(f"node name {value!r} is not a valid Kubernetes node name")
+    return name
+
+
+def _port(value: object) -> int:
+    try:
+        port = int(str(value))
+    except ValueError:
+        raise ValueError(f"health port {value!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"health port {port} is outside 0-65535")
+    return port
 
 
 def _log_transition(transition: Transition) -> None:

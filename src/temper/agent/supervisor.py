@@ -32,6 +32,7 @@ from temper.host.errors import HostError
 from temper.host.kernel import GateResult, read_kernel_gate
 from temper.host.sched_ext import SchedState, read_sched_ext, trigger_sysrq_reset
 from temper.host.scheduler import SchedulerCommand, SchedulerProcess
+from temper.policy.contract import OFF, KillSwitch
 from temper.policy.lifecycle import Action, ChildExit, Decision, Lifecycle, Mode, Observation
 from temper.policy.planner import Plan, misplaced
 
@@ -96,8 +97,11 @@ class Supervisor:
         self.attached_seq: int | None = None
         # The gate's facts (release, config, BTF, cmdline) hold until reboot: read them once.
         self.gate: GateResult | None = None
+        self.kill_switch: KillSwitch | None = OFF
 
-    async def reconcile(self, wanted: Wanted) -> Decision:
+    async def reconcile(self, wanted: Wanted, kill_switch: KillSwitch | None = OFF) -> Decision:
+        """One step: observe, decide, act. `kill_switch` None: not known (never loads)."""
+        self.kill_switch = kill_switch
         await self._reap()
         decision = self.lifecycle.step(self._observe(wanted))
         self._report(decision)
@@ -110,6 +114,10 @@ class Supervisor:
             # any action this follow-up asks for waits for the next reconcile.
             self._report(self.lifecycle.step(self._observe(wanted)))
         return decision
+
+    def running_digest(self) -> str | None:
+        """The sha256 of the config our running scheduler was given."""
+        return _digest(self.running_plan)
 
     async def stop(self) -> None:
         """Stop our child, escalating; afterwards the kernel runs no scheduler of ours."""
@@ -134,9 +142,12 @@ class Supervisor:
         )
         exit_, self._exit = self._exit, None
         self.gate = self.gate or read_kernel_gate(self.host_root)
+        switch = self.kill_switch
         return Observation(
             now_s=self.clock(),
             gate_reasons=self.gate.reasons,
+            kill_switch=None if switch is None else switch.on,
+            kill_switch_reason=switch.reason if switch is not None else "",
             kernel_state=status.state.value,
             kernel_ops=status.ops,
             child_running=self.child is not None,

@@ -116,3 +116,21 @@ def _list_dirs(directory: Path) -> tuple[str, ...] | None:
         if exc.errno in _VANISHED:
             return None
         raise HostReadError(directory, f"cannot be listed: {exc.strerror or exc}") from exc
+
+
+def read_cpu_usage_usec(root: Path, path: str) -> int | None:
+    """The CPU time (us) the cgroup at `path` has used (`cpu.stat` usage_usec); None when the
+    cgroup is gone or has no such line."""
+    try:
+        text = (root / CGROUP_DIR / path / "cpu.stat").read_text()
+    except OSError as exc:
+        if exc.errno in _VANISHED:
+            return None
+        raise HostReadError(
+            root / CGROUP_DIR / path / "cpu.stat", exc.strerror or str(exc)
+        ) from exc
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "usage_usec" and value.strip().isdigit():
+            return int(value)
+    return None

@@ -18,7 +18,7 @@ or STOP the running one. Checks run in priority order and the first that applies
 
 1. the kernel gate failed          -> REFUSED, stop anything of ours
 2. another scheduler is loaded     -> FOREIGN, touch nothing
-3. kill switch on or unknown       -> STOCK, stop
+3. kill switch on or unknown       -> SAFE_MODE, stop
 4. the kernel is mid-transition    -> wait (no action) until it settles
 5. SysRq-S cool-down               -> STOCK, stop
 6. restart budget spent            -> PARKED, stop, until failures age out of the window
@@ -53,6 +53,7 @@ class Mode(enum.Enum):
     REFUSED = "refused"  # the kernel gate failed; nothing is ever loaded
     FOREIGN = "foreign"  # another sched_ext scheduler is loaded; never fought
     PARKED = "parked"  # repeated failures; the stock scheduler until they age out
+    SAFE_MODE = "safe-mode"  # the kill switch is on, or not known yet: the stock scheduler
 
 
 class Action(enum.Enum):
@@ -78,6 +79,7 @@ class Observation:
     now_s: float  # a monotonic clock
     gate_reasons: tuple[str, ...] = ()  # empty: the kernel gate passed
     kill_switch: bool | None = False  # None: not known yet
+    kill_switch_reason: str = ""  # why it is on: where the value came from
     kernel_state: str = "disabled"  # /sys/kernel/sched_ext/state, or "absent"
     kernel_ops: str | None = None  # /sys/kernel/sched_ext/root/ops
     child_running: bool = False
@@ -162,8 +164,11 @@ class Lifecycle:
     def _kill_switch(self, obs: Observation, stop: Action | None) -> Decision | None:
         if obs.kill_switch is False:
             return None
-        state = "unknown" if obs.kill_switch is None else "on"
-        return Decision(Mode.STOCK, f"kill switch {state}", stop)
+        if obs.kill_switch is None:
+            reason = "kill switch not known yet (API unreachable, nothing persisted); not loading"
+        else:
+            reason = obs.kill_switch_reason or "kill switch on"
+        return Decision(Mode.SAFE_MODE, reason, stop)
 
     def _transition(self, obs: Observation, stop: Action | None) -> Decision | None:
         if obs.kernel_state not in ("enabling", "disabling"):

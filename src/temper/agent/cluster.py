@@ -1,0 +1,175 @@
+"""The agent's link to its cluster: the kill switch in, state, tier load and Events out.
+
+`ClusterLink` belongs to one agent on one node. It starts with the kill switch remembered on
+the host (unknown when nothing was kept), watches the Node for changes and remembers each,
+turns every transition into an Event, and keeps `temper.io/state` and `temper.io/tier-load`
+current through the `NodePublisher`, which never makes enforcement wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from temper.agent.supervisor import Supervisor, Transition
+from temper.host.errors import HostError
+from temper.host.podcgroups import read_cpu_usage_usec
+from temper.host.sched_ext import read_sched_ext
+from temper.kube.api import ApiError, KubeApi, rfc3339
+from temper.kube.nodewatch import KillSwitchFile, NodeView, watch_node
+from temper.kube.publish import NodePublisher
+from temper.policy.contract import (
+    SAFE_MODE_KEY,
+    STATE_KEY,
+    TIER_LOAD_KEY,
+    AgentState,
+    KillSwitch,
+    contract_mode,
+    tier_load,
+    tier_load_json,
+)
+from temper.policy.lifecycle import Mode
+from temper.policy.planner import Plan
+
+log = logging.getLogger("temper.agent")
+
+
+def agent_version() -> str:
+    try:
+        return version("temper")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+_EVENT_REASONS = {
+    "observing": "TemperObserving",
+    "enforcing": "TemperEnforcing",
+    "safe-mode": "TemperSafeMode",
+    "refused": "TemperRefused",
+    "parked": "TemperParked",
+}
+
+
+class ClusterLink:
+    def __init__(
+        self,
+        api: KubeApi,
+        node: str,
+        *,
+        state_dir: Path,
+        host_root: Path,
+        report: Callable[[str, dict[str, object]], None],
+    ) -> None:
+        self.api = api
+        self.node = node
+        self.host_root = host_root
+        self.report = report  # (event, fields): the agent's JSON log
+        self.publisher = NodePublisher(api, node, on_error=self.api_error("publish"))
+        self.file = KillSwitchFile(state_dir)
+        remembered = self.file.read()
+        self.kill_switch: KillSwitch | None = (
+            dataclasses.replace(remembered, reason="kill switch on (remembered on this host)")
+            if remembered is not None
+            else None
+        )
+        self._noted: str | None = None
+        self._updated = rfc3339()
+        self._usage: dict[str, tuple[int, float]] = {}  # pod uid -> (usage_usec, monotonic s)
+        self._used: dict[str, int] = {}  # pod uid -> millicpu over the last sample interval
+        self._errors: dict[str, str] = {}
+
+    async def watch_kill_switch(self, changed: Callable[[], None]) -> None:
+        async for view in watch_node(self.api, self.node, on_error=self.api_error("node")):
+            self._take(view)
+            changed()
+
+    def _take(self, view: NodeView) -> None:
+        self.publisher.node_uid = view.uid
+        switch = view.kill_switch
+        if switch.note and switch.note != self._noted:
+            self.report("kill-switch-value", {"reason": switch.note})
+            self.publisher.event("TemperSafeModeValue", switch.note, warning=True)
+        self._noted = switch.note
+        shown = "absent" if view.raw is None else repr(view.raw)
+        self.kill_switch = dataclasses.replace(
+            switch, reason=f"safe mode: {SAFE_MODE_KEY} {shown} on Node {self.node}"
+        )
+        try:
+            if self.file.read() != switch:
+                self.file.write(view.raw)
+        except OSError as exc:
+            self.report("state-write-error", {"reason": f"{self.file.path}: {exc}"})
+
+    def transition(self, transition: Transition) -> None:
+        mode = contract_mode(transition.mode)
+        self._updated = rfc3339()
+        warning = transition.mode in (Mode.REFUSED, Mode.PARKED)
+        self.publisher.event(_EVENT_REASONS[mode], transition.reason, warning=warning)
+
+    def publish(self, supervisor: Supervisor, plan: Plan | None) -> None:
+        """Ask for the current state and tier load to be on the Node (CPU use as last sampled)."""
+        annotations = {STATE_KEY: self._state(supervisor).to_json()}
+        if plan is not None:
+            annotations[TIER_LOAD_KEY] = tier_load_json(tier_load(plan, self._used))
+        self.publisher.publish(annotations)
+
+    async def goodbye(self, supervisor: Supervisor, timeout_s: float = 3.0) -> None:
+        """On shutdown: publish where the node was left, if the API server takes it in time."""
+        self.publisher.publish({STATE_KEY: self._state(supervisor).to_json()})
+        with contextlib.suppress(TimeoutError, ApiError):
+            await asyncio.wait_for(self.publisher.flush(), timeout_s)
+
+    def _state(self, supervisor: Supervisor) -> AgentState:
+        mode, reason = supervisor.last or (Mode.STOCK, "starting")
+        try:
+            status = read_sched_ext(self.host_root)
+            ops, seq = status.ops, status.enable_seq
+        except HostError:
+            ops, seq = None, None
+        return AgentState(
+            mode=mode,
+            reason=reason,
+            ops=ops,
+            enable_seq=seq,
+            config_sha256=supervisor.running_digest(),
+            agent_version=agent_version(),
+            updated=self._updated,
+        )
+
+    def sample_usage(self, plan: Plan | None) -> None:
+        """Millicpu each pod used since the last sample, from its cgroup's cpu.stat."""
+        if plan is None:
+            return
+        now = time.monotonic()
+        used: dict[str, int] = {}
+        seen: dict[str, tuple[int, float]] = {}
+        for placement in plan.placements:
+            uid = placement.pod.uid
+            try:
+                usage = read_cpu_usage_usec(self.host_root, placement.cgroup_path)
+            except HostError:
+                usage = None
+            if usage is None:
+                continue
+            seen[uid] = (usage, now)
+            if uid in self._usage:
+                before, then = self._usage[uid]
+                if now > then and usage >= before:
+                    used[uid] = round((usage - before) / (now - then) / 1000)
+        self._usage = seen
+        self._used = used
+
+    def api_error(self, what: str) -> Callable[[ApiError], None]:
+        def note(exc: ApiError) -> None:
+            text = str(exc)
+            if self._errors.get(what) != text:  # once per distinct error, not per retry
+                self._errors[what] = text
+                self.report("api-error", {"watch": what, "reason": text})
+
+        return note
