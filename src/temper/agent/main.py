@@ -80,6 +80,9 @@ class AgentConfig:
     # How long scx_layered may take to attach before the start counts as a failure: under a
     # second on real hardware, up to ~35 s in the single-threaded TCG lab.
     start_timeout_s: float = 60.0
+    # A watch that delivers nothing (not even a bookmark, about one a minute) for this long is
+    # taken for a hung connection and opened again.
+    watch_read_timeout_s: float = 120.0
     # How often the tier load's CPU use is sampled and published.
     publish_interval_s: float = 15.0
 
@@ -231,12 +234,13 @@ async def _run_in_cluster(
     config: AgentConfig, shape: MachineShape, profiles: Sequence[Profile], stop: asyncio.Event
 ) -> int:
     from temper.agent.cluster import ClusterLink  # noqa: PLC0415 (slow import, cluster only)
-    from temper.kube.api import ApiError, KubeApi, load_config  # noqa: PLC0415
+    from temper.kube.api import ApiError, KubeApi, Timeouts, load_config  # noqa: PLC0415
     from temper.kube.podwatch import watch_node_pods  # noqa: PLC0415
 
     assert config.node_name is not None
     try:
-        api = KubeApi(await load_config(config.kubeconfig))
+        timeouts = Timeouts(watch_read_s=config.watch_read_timeout_s)
+        api = KubeApi(await load_config(config.kubeconfig), timeouts)
     except ApiError as exc:
         print(f"temper-agent: error: {exc}", file=sys.stderr)
         return 1
@@ -265,6 +269,7 @@ _FLAGS: dict[str, str] = {
     "scx_layered": "the scx_layered binary (default: scx_layered on PATH)",
     "cgroup_driver": "the kubelet's cgroup driver: systemd (default) or cgroupfs",
     "start_timeout_s": "seconds scx_layered may take to attach (default 60)",
+    "watch_read_timeout_s": "seconds of silence before an API watch counts as hung (default 120)",
 }
 
 
@@ -320,6 +325,9 @@ def _build_config(values: dict[str, Any]) -> AgentConfig:
         cgroup_driver=CgroupDriver(values.get("cgroup_driver", "systemd")),
         profiles=tuple(Path(p) for p in profiles),
         start_timeout_s=float(values.get("start_timeout_s", 60.0)),
+        watch_read_timeout_s=_positive(
+            "watch_read_timeout_s", values.get("watch_read_timeout_s", 120)
+        ),
     )
 
 
@@ -330,6 +338,16 @@ def _node_name(value: object) -> str | None:
     if not name or len(name) > 253 or not _NODE_NAME.fullmatch(name):
         raise ValueError(f"node name {value!r} is not a valid Kubernetes node name")
     return name
+
+
+def _positive(name: str, value: object) -> float:
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not a number") from None
+    if not number > 0:
+        raise ValueError(f"{name} must be positive, got {number}")
+    return number
 
 
 def _port(value: object) -> int:
