@@ -1,10 +1,9 @@
-"""The few Kubernetes API calls the agent makes, over kubernetes_asyncio (docs/adr/0005).
+"""The few Kubernetes API calls the agent makes, over aiohttp (docs/adr/0005).
 
-kubernetes_asyncio gives us configuration (a kubeconfig file, or the in-cluster service account
-with its token re-read as the kubelet rotates it), TLS and authentication. We call it with
-`_preload_content=False` and read the JSON ourselves: the agent works on plain dicts (the same
-parser reads manifests from disk), reads watch streams line by line, and turns every non-2xx
-answer into one `ApiError` that says whether and when to retry.
+Plain HTTP on aiohttp, with the JSON read as dicts: the agent parses pods with the same code
+that reads manifests from disk, reads watch streams line by line, and turns every non-2xx
+answer into one `ApiError` that says whether and when to retry. Configuration (kubeconfig or
+service account) is `temper.kube.config`.
 
 Every request has a deadline; a watch has a read deadline, so a connection that hangs without
 closing is noticed.
@@ -20,18 +19,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
-from kubernetes_asyncio import client, config
+
+from temper.kube.config import ApiConfig, ConfigError
+from temper.kube.config import load_config as _load_config
 
 APPLY_PATCH = "application/apply-patch+yaml"
+USER_AGENT = "temper-agent"
 
 
 class ApiError(Exception):
     """An API request failed: `status` 0 means no answer (refused, reset, timed out)."""
 
     def __init__(self, status: int, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(f"{status or 'no answer'}: {message}" if status else message)
+        super().__init__(f"{status}: {message}" if status else message)
         self.status = status
         self.retry_after_s = retry_after_s
 
@@ -41,20 +44,12 @@ class ApiError(Exception):
         return self.status == 410
 
 
-async def load_config(kubeconfig: Path | None) -> client.Configuration:
+async def load_config(kubeconfig: Path | None) -> ApiConfig:
     """The API's address and credentials: from `kubeconfig`, else the pod's service account."""
-    configuration = client.Configuration()
     try:
-        if kubeconfig is not None:
-            await config.load_kube_config(
-                config_file=str(kubeconfig), client_configuration=configuration
-            )
-        else:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except (config.ConfigException, OSError, ValueError) as exc:
-        where = kubeconfig or "the in-cluster service account"
-        raise ApiError(0, f"cannot load API configuration from {where}: {exc}") from exc
-    return configuration
+        return _load_config(kubeconfig)
+    except ConfigError as exc:
+        raise ApiError(0, str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -71,99 +66,82 @@ class Timeouts:
 class KubeApi:
     """Raw calls: lists and objects as dicts, watches as async iterators of event dicts."""
 
-    def __init__(self, configuration: client.Configuration, timeouts: Timeouts | None = None):
-        self._client = client.ApiClient(configuration)
-        self.core = client.CoreV1Api(self._client)
+    def __init__(self, config: ApiConfig, timeouts: Timeouts | None = None):
+        self.config = config
         self.timeouts = timeouts or Timeouts()
+        self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._session is not None:
+            await self._session.close()
 
     async def list_pods(self, node: str) -> dict[str, Any]:
-        return await self._json(
-            self.core.list_pod_for_all_namespaces(
-                field_selector=f"spec.nodeName={node}",
-                _preload_content=False,
-                _request_timeout=self._request_timeout(),
-            )
-        )
+        query = {"fieldSelector": f"spec.nodeName={node}"}
+        return await self._json("GET", "/api/v1/pods", query)
 
     def watch_pods(self, node: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
-        return self._watch(
-            self.core.list_pod_for_all_namespaces(
-                field_selector=f"spec.nodeName={node}",
-                resource_version=resource_version,
-                watch=True,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self._watch_seconds(),
-                _preload_content=False,
-                _request_timeout=self._watch_timeout(),
-            )
-        )
+        return self._watch("/api/v1/pods", f"spec.nodeName={node}", resource_version)
 
     async def read_node(self, node: str) -> dict[str, Any]:
-        return await self._json(
-            self.core.read_node(
-                node, _preload_content=False, _request_timeout=self._request_timeout()
-            )
-        )
+        return await self._json("GET", f"/api/v1/nodes/{quote(node)}")
 
     def watch_node(self, node: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
-        return self._watch(
-            self.core.list_node(
-                field_selector=f"metadata.name={node}",
-                resource_version=resource_version,
-                watch=True,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self._watch_seconds(),
-                _preload_content=False,
-                _request_timeout=self._watch_timeout(),
-            )
-        )
+        return self._watch("/api/v1/nodes", f"metadata.name={node}", resource_version)
 
     async def apply_node(self, node: str, body: dict[str, Any], field_manager: str) -> None:
         """Server-side apply to our own Node: only the fields in `body` become ours."""
-        await self._json(
-            self.core.patch_node(  # type: ignore[call-arg]  # _content_type: accepted, not typed
-                node,
-                body,
-                field_manager=field_manager,
-                force=True,
-                _content_type=APPLY_PATCH,
-                _preload_content=False,
-                _request_timeout=self._request_timeout(),
-            )
-        )
+        query = {"fieldManager": field_manager, "force": "true"}
+        await self._json("PATCH", f"/api/v1/nodes/{quote(node)}", query, body, APPLY_PATCH)
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
-        await self._json(
-            self.core.create_namespaced_event(
-                namespace,
-                body,  # type: ignore[arg-type]  # a dict serialises as well as the model
-                _preload_content=False,
-                _request_timeout=self._request_timeout(),
-            )
-        )
+        await self._json("POST", f"/api/v1/namespaces/{quote(namespace)}/events", None, body)
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _request_timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=self.timeouts.request_s, connect=self.timeouts.connect_s)
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.config.ssl_context, limit=8),
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            )
+        return self._session
 
-    def _watch_timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            sock_connect=self.timeouts.connect_s, sock_read=self.timeouts.watch_read_s
-        )
-
-    def _watch_seconds(self) -> int:
-        # Spread the servers' watch endings so a fleet's agents do not all resume at once.
-        return int(self.timeouts.watch_s * random.uniform(0.8, 1.0))
-
-    async def _respond(self, call: Any) -> aiohttp.ClientResponse:
+    def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers = {}
         try:
-            response: aiohttp.ClientResponse = await call
+            authorization = self.config.authorization()
+        except ConfigError as exc:
+            raise ApiError(0, str(exc)) from exc
+        if authorization:
+            headers["Authorization"] = authorization
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None,
+        body: dict[str, Any] | None,
+        content_type: str | None,
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        data = json.dumps(body).encode() if body is not None else None
+        if data is not None and content_type is None:
+            content_type = "application/json"
+        try:
+            response = await self._http().request(
+                method,
+                self.config.server + path,
+                params=query,
+                data=data,
+                headers=self._headers(content_type),
+                timeout=timeout,
+            )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ApiError(0, f"{type(exc).__name__}: {exc}") from exc
+            raise ApiError(0, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if not 200 <= response.status < 300:
             try:
                 text = (await response.text())[:300]
@@ -171,42 +149,80 @@ class KubeApi:
                 text = ""
             finally:
                 response.release()
-            raise ApiError(response.status, text or response.reason or "", _retry_after(response))
+            message = _status_message(text) or response.reason or ""
+            raise ApiError(response.status, f"{method} {path}: {message}", _retry_after(response))
         return response
 
-    async def _json(self, call: Any) -> dict[str, Any]:
-        response = await self._respond(call)
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        timeout = aiohttp.ClientTimeout(
+            total=self.timeouts.request_s, connect=self.timeouts.connect_s
+        )
+        response = await self._send(
+            method, path, query=query, body=body, content_type=content_type, timeout=timeout
+        )
         try:
             data: dict[str, Any] = json.loads(await response.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ApiError(0, f"reading the answer: {type(exc).__name__}: {exc}") from exc
+            raise ApiError(0, f"{method} {path}: reading the answer: {exc!r}") from exc
         except ValueError as exc:
-            raise ApiError(0, f"the answer is not JSON: {exc}") from exc
+            raise ApiError(0, f"{method} {path}: the answer is not JSON: {exc}") from exc
         finally:
             response.release()
         return data
 
-    async def _watch(self, call: Any) -> AsyncIterator[dict[str, Any]]:
+    async def _watch(
+        self, path: str, field_selector: str, resource_version: str
+    ) -> AsyncIterator[dict[str, Any]]:
         """The watch's events until the server ends it; ApiError on a failure or an ERROR event."""
-        response = await self._respond(call)
+        query = {
+            "watch": "true",
+            "fieldSelector": field_selector,
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            # Spread the servers' watch endings so a fleet's agents do not resume at once.
+            "timeoutSeconds": str(int(self.timeouts.watch_s * random.uniform(0.8, 1.0))),
+        }
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=self.timeouts.connect_s, sock_read=self.timeouts.watch_read_s
+        )
+        response = await self._send(
+            "GET", path, query=query, body=None, content_type=None, timeout=timeout
+        )
         try:
             while True:
                 try:
                     line = await response.content.readline()
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise ApiError(0, f"watch stream: {type(exc).__name__}: {exc}") from exc
+                    raise ApiError(0, f"watch {path}: {type(exc).__name__}: {exc}") from exc
                 if not line:
                     return
                 try:
                     event = json.loads(line)
                 except ValueError as exc:
-                    raise ApiError(0, f"watch stream: not JSON: {line[:100]!r}") from exc
+                    raise ApiError(0, f"watch {path}: not JSON: {line[:100]!r}") from exc
                 if event.get("type") == "ERROR":
                     status = event.get("object") or {}
-                    raise ApiError(int(status.get("code") or 0), str(status.get("message")))
+                    code = int(status.get("code") or 0)
+                    raise ApiError(code, f"watch {path}: {status.get('message')}")
                 yield event
         finally:
             response.close()
+
+
+def _status_message(text: str) -> str:
+    """The message of a Kubernetes Status body, or the text itself."""
+    try:
+        status = json.loads(text)
+    except ValueError:
+        return text
+    return str(status.get("message") or text) if isinstance(status, dict) else text
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
