@@ -43,9 +43,10 @@ check: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## bench: planning time for 10, 100 and 500 pods on a 192-CPU shape; writes bench/reports/
-bench: $(STAMP)
+## bench: planning time (10/100/500 pods), and the agent watching 250 of 5,000 pods; writes bench/reports/
+bench: $(STAMP) control-plane
 	$(BIN)/python bench/plan_bench.py
+	$(BIN)/python bench/agent_watch.py
 
 ## bench-lab: the lab benchmarks into bench/reports/: interference (~15 min), restart gap (~50 min), CPU limit (~5 min)
 bench-lab: $(STAMP) scx-layered

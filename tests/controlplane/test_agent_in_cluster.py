@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,13 @@ TIERS = ("critical", "high", "normal", "low", "background")
 class AgentProcess:
     """One `temper-agent` process on a fake host; its JSON log lines in `events()`."""
 
-    def __init__(self, workdir: Path, node: str, kubeconfig: Path) -> None:
+    def __init__(
+        self, workdir: Path, node: str, kubeconfig: Path, extra_args: Sequence[str] = ()
+    ) -> None:
         self.workdir = workdir
         self.node = node
         self.kubeconfig = kubeconfig
+        self.extra_args = tuple(extra_args)  # more agent flags, e.g. --watch-read-timeout-s
         self.host = workdir / "host"
         if not self.host.exists():
             write_fake_kernel(self.host)
@@ -67,6 +70,7 @@ class AgentProcess:
                     str(self.workdir / "state"),
                     "--scx-layered",
                     str(fake),
+                    *self.extra_args,
                 ],
                 stderr=log,
                 env={**os.environ, "NO_PROXY": "127.0.0.1"},
