@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from temper.kube.config import load_config as _load_config
 
 APPLY_PATCH = "application/apply-patch+yaml"
 USER_AGENT = "temper-agent"
+MIN_WATCH_S = 1.0  # a watch that ends sooner, without an event, counts as a failure
 
 
 class ApiError(Exception):
@@ -192,6 +194,8 @@ class KubeApi:
         timeout = aiohttp.ClientTimeout(
             sock_connect=self.timeouts.connect_s, sock_read=self.timeouts.watch_read_s
         )
+        opened = time.monotonic()
+        events = 0
         response = await self._send(
             "GET", path, query=query, body=None, content_type=None, timeout=timeout
         )
@@ -202,6 +206,10 @@ class KubeApi:
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raise ApiError(0, f"watch {path}: {type(exc).__name__}: {exc}") from exc
                 if not line:
+                    if not events and time.monotonic() - opened < MIN_WATCH_S:
+                        # A server ends a healthy watch after timeoutSeconds; one that ends
+                        # at once is failing, and must be backed off from, not reopened.
+                        raise ApiError(0, f"watch {path}: ended at once without an event")
                     return
                 try:
                     event = json.loads(line)
@@ -211,6 +219,7 @@ class KubeApi:
                     status = event.get("object") or {}
                     code = int(status.get("code") or 0)
                     raise ApiError(code, f"watch {path}: {status.get('message')}")
+                events += 1
                 yield event
         finally:
             response.close()

@@ -64,7 +64,7 @@ def _in_cluster(environ: dict[str, str]) -> ApiConfig:
     ca = SERVICE_ACCOUNT / "ca.crt"
     try:
         context = ssl.create_default_context(cafile=str(ca))
-    except OSError as exc:
+    except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot read the service account CA {ca}: {exc}") from exc
     return ApiConfig(f"https://{host}:{port}", context, token_file=SERVICE_ACCOUNT / "token")
 
@@ -93,10 +93,13 @@ def _from_kubeconfig(path: Path) -> ApiConfig:
     if cluster.get("insecure-skip-tls-verify"):
         ssl_context = False
     else:
-        ssl_context = ssl.create_default_context(
-            cafile=_file(cluster, "certificate-authority", base),
-            cadata=_data(cluster, "certificate-authority-data", path),
-        )
+        try:
+            ssl_context = ssl.create_default_context(
+                cafile=_file(cluster, "certificate-authority", base),
+                cadata=_data(cluster, "certificate-authority-data", path),
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{path}: cannot load the cluster's CA: {exc}") from exc
     cert = _data(user, "client-certificate-data", path)
     key = _data(user, "client-key-data", path)
     cert_file = _file(user, "client-certificate", base)

@@ -81,7 +81,8 @@ class NodePublisher:
     @property
     def settled(self) -> bool:
         """Everything asked for has reached the API server."""
-        return self._applied == self._wanted and not self._events
+        applied = not self._wanted or self._applied == self._wanted
+        return applied and not self._events
 
     async def run(self) -> None:
         backoff = Backoff()
