@@ -80,8 +80,8 @@ class AgentConfig:
     # How long scx_layered may take to attach before the start counts as a failure: under a
     # second on real hardware, up to ~35 s in the single-threaded TCG lab.
     start_timeout_s: float = 60.0
-    # A watch that delivers nothing (not even a bookmark, about one a minute) for this long is
-    # taken for a hung connection and opened again.
+    # A watch silent this long is opened again: it may hang without closing (a quiet cluster
+    # is silent too, so a reopen is routine, not an error).
     watch_read_timeout_s: float = 120.0
     # How often the tier load's CPU use is sampled and published.
     publish_interval_s: float = 15.0
@@ -269,7 +269,7 @@ _FLAGS: dict[str, str] = {
     "scx_layered": "the scx_layered binary (default: scx_layered on PATH)",
     "cgroup_driver": "the kubelet's cgroup driver: systemd (default) or cgroupfs",
     "start_timeout_s": "seconds scx_layered may take to attach (default 60)",
-    "watch_read_timeout_s": "seconds of silence before an API watch counts as hung (default 120)",
+    "watch_read_timeout_s": "seconds of silence after which an API watch is reopened (default 120)",
 }
 
 

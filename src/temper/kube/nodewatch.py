@@ -85,6 +85,7 @@ async def watch_node(
                     last = view
                     yield view
                 backoff.reset()
+            backoff.reset()  # the watch ran its course: resume from the last resourceVersion
         except ApiError as exc:
             version = None  # read the Node again: it is one object, cheaper than reasoning
             if not exc.gone and on_error is not None:

@@ -100,6 +100,7 @@ async def watch_node_pods(
                 if _apply(state, event):
                     yield state.snapshot()
                 backoff.reset()
+            backoff.reset()  # the watch ran its course: resume from the last resourceVersion
         except ApiError as exc:
             if on_error is not None:
                 on_error(exc)

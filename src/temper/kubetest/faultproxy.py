@@ -36,7 +36,6 @@ from typing import Literal, TypeVar
 import aiohttp
 import yaml
 from aiohttp import web
-from multidict import CIMultiDict
 
 from temper.kubetest.controlplane import ControlPlane, ControlPlaneError
 
@@ -183,7 +182,8 @@ class FaultProxy:
         for cluster in config["clusters"]:
             cluster["cluster"]["server"] = self.server
         config["users"] = [{"name": name, "user": {"token": token}}]
-        config["contexts"] = [{"name": name, "context": {"cluster": "test", "user": name}}]
+        cluster_name = config["clusters"][0]["name"]
+        config["contexts"] = [{"name": name, "context": {"cluster": cluster_name, "user": name}}]
         config["current-context"] = name
         path = self.workdir / f"{name}.kubeconfig"
         path.write_text(yaml.safe_dump(config))
@@ -262,15 +262,18 @@ class FaultProxy:
         try:
             await runner.setup()
             sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", 0))
+            except OSError:
+                sock.close()
+                raise
             self.port = sock.getsockname()[1]
             await web.SockSite(runner, sock, ssl_context=self._serving_tls()).start()
             self._ready.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.lifetime_s)
         finally:
-            self._end_streams("")
-            self._notify()
+            self._end_streams("")  # and wakes the held requests, which see the stop
             await runner.cleanup()
             await self._session.close()
 
@@ -342,9 +345,7 @@ class FaultProxy:
         self, request: web.BaseRequest, target: str, log: _WindowLog
     ) -> web.StreamResponse:
         assert self._session is not None
-        headers = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
-        )
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         body = await request.read()
         arrived = time.monotonic()
         try:
@@ -371,30 +372,17 @@ class FaultProxy:
     async def _pump(
         self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, stream: _Stream
     ) -> web.StreamResponse:
-        """Pass the answer on as it comes; stop at its end, when ended, or when the client
-        goes; hold chunks while a hang is on."""
+        """Pass the answer on as it comes, until its end, until the stream is ended, or until
+        the client goes."""
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for key, value in upstream.headers.items():
             if key.lower() not in _HOP_BY_HOP:
                 response.headers.add(key, value)
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
-        ending = asyncio.ensure_future(stream.ended.wait())
         try:
             await response.prepare(request)
-            while True:
-                reading = asyncio.ensure_future(upstream.content.readany())
-                await asyncio.wait({reading, ending}, return_when=asyncio.FIRST_COMPLETED)
-                if not reading.done():
-                    reading.cancel()
-                    break
-                chunk = reading.result()
-                if not chunk:
-                    break
-                while self._fault.hangs(stream.target) and not stream.ended.is_set():
-                    await self._changed()
-                if stream.ended.is_set():
-                    break
+            while chunk := await self._next_chunk(upstream, stream):
                 await response.write(chunk)
             await response.write_eof()
         except (aiohttp.ClientError, ConnectionError, OSError, TimeoutError):
@@ -402,9 +390,26 @@ class FaultProxy:
             # not a clean end.
             if request.transport is not None:
                 request.transport.abort()
-        finally:
-            ending.cancel()
         return response
+
+    async def _next_chunk(self, upstream: aiohttp.ClientResponse, stream: _Stream) -> bytes:
+        """The next bytes of the answer, held back while a hang is on; b"" at its end or once
+        the stream is ended."""
+        reading = asyncio.ensure_future(upstream.content.readany())
+        ending = asyncio.ensure_future(stream.ended.wait())
+        try:
+            await asyncio.wait({reading, ending}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reading, ending):
+                task.cancel()
+        if stream.ended.is_set():
+            if reading.done() and not reading.cancelled():
+                reading.exception()  # retrieved: never reported as lost
+            return b""
+        chunk = reading.result()
+        while chunk and self._fault.hangs(stream.target) and not stream.ended.is_set():
+            await self._changed()
+        return b"" if stream.ended.is_set() else chunk
 
 
 def _status_response(status: int, retry_after_s: int | None) -> web.Response:
