@@ -158,7 +158,9 @@ def test_tier_load_follows_a_hundred_pods_through_churn_410_and_an_outage(
 
     wait_until(matches, 30, "tier load of 100 pods published")
     wait_until(agent.enforcing, 30, "scx_layered enforcing")
-    assert state(cluster, node)["mode"] == "enforcing"
+    wait_until(lambda: state(cluster, node).get("mode") == "enforcing", 5, "state enforcing")
+    modes = [e["mode"] for e in agent.events("transition")]
+    assert "safe-mode" not in modes, modes  # the kill switch was read before deciding
 
     # Churn: 10 deleted, 5 added.
     for pod in pods[:10]:

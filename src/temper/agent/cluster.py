@@ -78,6 +78,10 @@ class ClusterLink:
             if remembered is not None
             else None
         )
+        # Set once the kill switch has a value, remembered or read from the Node.
+        self.known = asyncio.Event()
+        if self.kill_switch is not None:
+            self.known.set()
         self._noted: str | None = None
         self._updated = rfc3339()
         self._usage: dict[str, tuple[int, float]] = {}  # pod uid -> (usage_usec, monotonic s)
@@ -97,6 +101,7 @@ class ClusterLink:
             self.publisher.event("TemperSafeModeValue", switch.note, warning=True)
         self._noted = switch.note
         shown = "absent" if view.raw is None else repr(view.raw)
+        self.known.set()
         self.kill_switch = dataclasses.replace(
             switch, reason=f"safe mode: {SAFE_MODE_KEY} {shown} on Node {self.node}"
         )

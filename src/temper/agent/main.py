@@ -83,6 +83,9 @@ class AgentConfig:
     # A watch silent this long is opened again: it may hang without closing (a quiet cluster
     # is silent too, so a reopen is routine, not an error).
     watch_read_timeout_s: float = 120.0
+    # How long a first start waits for the kill switch when nothing was remembered, before it
+    # decides on "not known" (safe mode) and says so.
+    kill_switch_wait_s: float = 10.0
     # How often the tier load's CPU use is sampled and published.
     publish_interval_s: float = 15.0
 
@@ -177,6 +180,9 @@ class Agent:
         while self.snapshot is None:  # the first pod list, before anything is decided
             await self.changed.wait()
             self.changed.clear()
+        if self.cluster is not None:  # and the kill switch, unless the API server is away
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.cluster.known.wait(), self.config.kill_switch_wait_s)
         while True:
             self.changed.clear()
             await self.supervisor.reconcile(self.wanted, self.kill_switch())

@@ -3,10 +3,10 @@
 `NodePublisher.run` is one task that owns every write. The agent hands it the annotations it
 wants (`publish`) and the Events to post (`event`) without waiting; the task applies the newest
 annotations with server-side apply under our field manager (only our keys, never the
-operator's), posts queued Events in order, and on failure backs off and tries again with the
-then-newest annotations. A slow or absent API server therefore never holds up enforcement, and
-no transition is lost while it is away: Events wait in a bounded queue (the oldest are dropped,
-and counted, past `max_events`).
+operator's), posts queued Events in order, at most one round a second, and on failure backs
+off and tries again with the then-newest annotations. A slow or absent API server therefore
+never holds up enforcement, and no transition is lost while it is away: Events wait in a
+bounded queue (the oldest are dropped, and counted, past `max_events`).
 """
 
 from __future__ import annotations
@@ -32,9 +32,14 @@ class NodePublisher:
         node: str,
         *,
         max_events: int = 100,
+        min_interval_s: float = 1.0,
         on_error: Callable[[ApiError], None] | None = None,
     ) -> None:
         self.api = api
+        # At most one round of writes per interval: under pod churn the tier load changes with
+        # every event, and one Node patch per event per node would load the API server for
+        # nothing; what is written is always the newest.
+        self.min_interval_s = min_interval_s
         self.node = node
         self.node_uid = ""
         self.on_error = on_error
@@ -92,6 +97,7 @@ class NodePublisher:
             try:
                 await self.flush()
                 backoff.reset()
+                await asyncio.sleep(self.min_interval_s)
             except ApiError as exc:
                 if self.on_error is not None:
                     self.on_error(exc)
