@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 from temper.policy.cgroups import regex_subject
@@ -230,6 +230,8 @@ def _check_fields(layers: Sequence[LayerSpec]) -> list[str]:
     return problems
 
 
-@cache
+# Bounded: the agent runs for months and every pod churn makes new patterns; an unbounded
+# cache of them grew without end.
+@lru_cache(maxsize=128)
 def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
