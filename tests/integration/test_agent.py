@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from temper.agent.main import parse_config
+from temper.agent.main import Agent, AgentConfig, parse_config
 from temper.host.fakesys import write_fake_kernel, write_fake_sysfs
+from temper.host.podsource import PodSnapshot
 from temper.host.sched_ext import SchedState, read_sched_ext
 from temper.policy.cgroups import CgroupDriver
 from temper.policy.machine import synthetic_shape
+from temper.policy.pods import parse_pod
 
 
 def pod(name: str, uid: str, priority_class: str | None = None) -> dict[str, object]:
@@ -192,3 +196,27 @@ def test_an_unpatched_or_missing_scheduler_is_refused_at_start(
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
     assert message in done.stderr
+
+
+def test_a_burst_of_pod_changes_is_planned_once(
+    host: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Snapshots that arrive together (a rollout read in one go) are planned once, the last."""
+    pods = [parse_pod(pod(f"p{i}", f"11111111-0000-4000-8000-{i:012d}"), "pod") for i in range(20)]
+
+    async def burst() -> AsyncIterator[PodSnapshot]:
+        for n in range(1, 21):  # no await between them: one read of a busy stream
+            yield PodSnapshot(tuple(pods[:n]), (), f"burst:{n}")
+        await asyncio.sleep(3600)
+
+    async def run() -> None:
+        config = AgentConfig(pods_dir=tmp_path, host_root=host, state_dir=tmp_path / "state")
+        agent = Agent(config, synthetic_shape(1, 2, 2, 1), (), burst())
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.5, stop.set)
+        await agent.run(stop)
+
+    with caplog.at_level("INFO", logger="temper.agent"):
+        asyncio.run(run())
+    planned = [json.loads(r.message) for r in caplog.records if '"planned"' in r.message]
+    assert [p["pods"] for p in planned] == [20]

@@ -12,8 +12,9 @@ agent uses its pod's service account.
 
 This is the single composition root: it reads the machine shape and profiles once, then runs
 named tasks in a TaskGroup: `watch-pods` (the API server's pods of this node, or the pod
-directory; each change is planned at once), `reconcile` (supervise the scheduler), and in a
-cluster `watch-node` (the kill switch) and `publish` (annotations and Events). It waits for the
+directory), `plan` (each change planned at once; a burst once), `reconcile` (supervise the
+scheduler), and in a cluster `watch-node` (the kill switch) and `publish` (annotations and
+Events). It waits for the
 first pod list before enforcing, and on SIGTERM or SIGINT puts the node back on the stock
 scheduler and exits 0. Each mode transition is logged as one JSON line with its reason.
 """
@@ -114,7 +115,8 @@ class Agent:
             settings=SupervisorSettings(start_timeout_s=config.start_timeout_s),
         )
         self.snapshot: PodSnapshot | None = None
-        self.changed = asyncio.Event()
+        self._pods_changed = asyncio.Event()  # a new snapshot to plan
+        self.changed = asyncio.Event()  # something the next reconcile should see
         self.plan: Plan | None = None  # the newest plan that planned, enforced or not
         self.wanted = Wanted(None, nothing_reason="no pod list yet")
         self.reconciled = False  # a first decision was made (readiness)
@@ -124,6 +126,7 @@ class Agent:
             async with asyncio.TaskGroup() as tasks:
                 jobs = [
                     tasks.create_task(self._watch_pods(), name="watch-pods"),
+                    tasks.create_task(self._plan(), name="plan"),
                     tasks.create_task(self._reconcile(), name="reconcile"),
                 ]
                 if self.cluster is not None:
@@ -153,6 +156,14 @@ class Agent:
             for error in snapshot.errors:
                 _log("pod-source-error", reason=error)
             self.snapshot = snapshot
+            self._pods_changed.set()
+
+    async def _plan(self) -> None:
+        """Plan the newest snapshot whenever it changes. A burst of events that arrive together
+        (a rollout) is read in one go by `watch-pods` and planned once, not once per event."""
+        while True:
+            await self._pods_changed.wait()
+            self._pods_changed.clear()
             self._replan()
             self.changed.set()
 
