@@ -26,9 +26,7 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from temper.host.fakesys import write_fake_kernel, write_fake_sysfs
+from temper.kubetest.agentproc import AgentProcess
 from temper.kubetest.controlplane import ControlPlane
 from temper.policy.machine import synthetic_shape
 
@@ -94,34 +92,17 @@ def populate(plane: ControlPlane, nodes: list[str], per_node: int) -> float:
     return time.monotonic() - started
 
 
-class Agent:
+class Agent(AgentProcess):
+    """The agent under measurement: its plans from the log, its memory and CPU from /proc."""
+
     def __init__(self, workdir: Path, node: str, kubeconfig: Path) -> None:
-        self.workdir = workdir
-        host = write_fake_kernel(workdir / "host")
-        write_fake_sysfs(host, synthetic_shape(1, 8, 2, 1))
-        fake = workdir / "scx_layered"
-        fake.write_text(
-            f'#!/bin/sh\nexec {sys.executable} -m temper.host.fakescx --root {host} "$@"\n'
-        )
-        fake.chmod(0o755)
-        self.log = workdir / "agent.log"
-        with self.log.open("w") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "temper.agent.main",
-                    *("--node-name", node, "--kubeconfig", str(kubeconfig)),
-                    *("--host-root", str(host), "--state-dir", str(workdir / "state")),
-                    *("--scx-layered", str(fake)),
-                ],
-                stderr=log,
-            )
+        super().__init__(workdir, node, kubeconfig, shape=synthetic_shape(1, 8, 2, 1))
+        self.start()
+        assert self.process is not None
+        self.pid = self.process.pid
 
     def planned(self) -> list[dict[str, Any]]:
-        lines = self.log.read_text().splitlines()
-        events = (json.loads(line) for line in lines if line.startswith('{"ts"'))
-        return [e for e in events if e["event"] == "planned"]
+        return self.events("planned")
 
     def wait_planned(self, pods: int, since: float = 0.0, timeout_s: float = 120) -> float:
         """The time (epoch s) of the agent's first plan of `pods` pods logged at or after
@@ -136,24 +117,16 @@ class Agent:
 
     def memory_kib(self) -> dict[str, int]:
         fields = {}
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
             if key in ("VmRSS", "VmHWM"):
                 fields[key] = int(value.split()[0])
         return fields
 
     def cpu_s(self) -> float:
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
         parts = stat.rsplit(")", 1)[1].split()
         return (int(parts[11]) + int(parts[12])) / CLK_TCK
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
 
 
 def idle_cpu(agent: Agent, window_s: float) -> float:

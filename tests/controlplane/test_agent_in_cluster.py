@@ -10,89 +10,21 @@ compacted and the API server restarted (its watch resumes from a resourceVersion
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import Cluster, tier_load, wait_until
-from temper.host.fakesys import write_fake_kernel, write_fake_sysfs
 from temper.host.sched_ext import SchedState, read_sched_ext
+from temper.kubetest.agentproc import AgentProcess
 from temper.kubetest.controlplane import ControlPlane
-from temper.policy.machine import synthetic_shape
 
 TIERS = ("critical", "high", "normal", "low", "background")
-
-
-class AgentProcess:
-    """One `temper-agent` process on a fake host; its JSON log lines in `events()`."""
-
-    def __init__(
-        self, workdir: Path, node: str, kubeconfig: Path, extra_args: Sequence[str] = ()
-    ) -> None:
-        self.workdir = workdir
-        self.node = node
-        self.kubeconfig = kubeconfig
-        self.extra_args = tuple(extra_args)  # more agent flags, e.g. --watch-read-timeout-s
-        self.host = workdir / "host"
-        if not self.host.exists():
-            write_fake_kernel(self.host)
-            write_fake_sysfs(self.host, synthetic_shape(1, 2, 2, 1))
-        self.log = workdir / "agent.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        fake = self.workdir / "scx_layered"
-        fake.write_text(
-            f'#!/bin/sh\nexec {sys.executable} -m temper.host.fakescx --root {self.host} "$@"\n'
-        )
-        fake.chmod(0o755)
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "temper.agent.main",
-                    "--node-name",
-                    self.node,
-                    "--kubeconfig",
-                    str(self.kubeconfig),
-                    "--host-root",
-                    str(self.host),
-                    "--state-dir",
-                    str(self.workdir / "state"),
-                    "--scx-layered",
-                    str(fake),
-                    *self.extra_args,
-                ],
-                stderr=log,
-                env={**os.environ, "NO_PROXY": "127.0.0.1"},
-            )
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        lines = self.log.read_text().splitlines() if self.log.exists() else []
-        found = [json.loads(line) for line in lines if line.startswith("{")]
-        return [e for e in found if kind is None or e["event"] == kind]
-
-    def enforcing(self) -> bool:
-        return read_sched_ext(self.host).is_ours()
 
 
 @pytest.fixture

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_agent_in_cluster import AgentProcess, expected_load, make_pods, published_load
+from test_agent_in_cluster import expected_load, make_pods, published_load
 
 from conftest import Cluster, apply, object_path, render_chart, wait_until
 from temper.kube.api import Backoff
+from temper.kubetest.agentproc import AgentProcess
 from temper.kubetest.controlplane import ControlPlane
 from temper.kubetest.faultproxy import FaultProxy, Seen, Window
 
