@@ -37,7 +37,7 @@ def test_reads_per_layer_task_counts(tmp_path: Path) -> None:
     resp = {
         "busy": 12.0,
         "layers": {
-            "critical": {"tasks": 7, "util": 93.5, "cur_nr_cpus": 2},
+            "critical": {"tasks": 7, "util": 93.5, "cur_nr_cpus": 3, "cpus": [0b101, 1]},
             "host": {"tasks": 120, "util": 3.0, "cur_nr_cpus": 0},
         },
     }
@@ -47,7 +47,10 @@ def test_reads_per_layer_task_counts(tmp_path: Path) -> None:
     )
     stats = read_layer_stats(root)
     server.join(5)
-    assert stats == {"critical": LayerStats(7, 93.5, 2), "host": LayerStats(120, 3.0, 0)}
+    assert stats == {
+        "critical": LayerStats(7, 93.5, 3, (0, 2, 64)),
+        "host": LayerStats(120, 3.0, 0),
+    }
     request = json.loads(server.seen[0])  # type: ignore[attr-defined]
     assert request == {"req": "stats", "args": {"target": "top"}}
 

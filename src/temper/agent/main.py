@@ -3,6 +3,7 @@
     temper-agent --node-name NAME [--kubeconfig FILE]     in a cluster (docs/cluster.md)
     temper-agent --pods-dir DIR                           standalone, pods from manifest files
         [--host-root DIR] [--state-dir DIR] [--scx-layered PATH] [--health-port PORT]
+        [--listen HOST:PORT] [--sample-budget-per-s N] [--tracefs DIR]
         [--cgroup-driver systemd|cgroupfs] [--profile FILE]... [--config FILE]
 
 Every flag can also come from the environment (`TEMPER_NODE_NAME`, `TEMPER_PODS_DIR`, ...) or
@@ -14,7 +15,8 @@ This is the single composition root: it reads the machine shape and profiles onc
 named tasks in a TaskGroup: `watch-pods` (the API server's pods of this node, or the pod
 directory), `plan` (each change planned at once; a burst once), `reconcile` (supervise the
 scheduler), and in a cluster `watch-node` (the kill switch) and `publish` (annotations and
-Events). It waits for the
+Events), and always `observe` (threads, pressure, the linter: `temper.agent.observer`)
+and `serve` (`/metrics`, `/observe`, `POST /trace` on `--listen`). It waits for the
 first pod list before enforcing, and on SIGTERM or SIGINT puts the node back on the stock
 scheduler and exits 0. Each mode transition is logged as one JSON line with its reason.
 """
@@ -28,6 +30,7 @@ import json
 import logging
 import os
 import re
+import resource
 import signal
 import sys
 import time
@@ -37,8 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from temper.agent.health import serve_health
+from temper.agent.observer import NodeView, Observer, ObserveSettings
 from temper.agent.supervisor import Supervisor, SupervisorSettings, Transition, Wanted
+from temper.agent.tracing import TraceService
 from temper.host.errors import HostError
 from temper.host.files import read_profiles
 from temper.host.machine import read_machine_shape
@@ -51,7 +55,10 @@ from temper.policy.lifecycle import ChildExit
 from temper.policy.machine import MachineShape
 from temper.policy.planner import Plan, PlanSettings, needs_enforcement, plan_node
 from temper.policy.profiles import Profile
+from temper.policy.sampling import SamplingSettings
 from temper.policy.scx import SCHEDULER_FLAGS
+from temper.serve.endpoints import observe_routes, probe_routes
+from temper.serve.http import serve_http
 
 if TYPE_CHECKING:  # the API client takes seconds to import; standalone agents never need it
     from temper.agent.cluster import ClusterLink
@@ -66,7 +73,13 @@ class AgentConfig:
     pods_dir: Path | None = None  # standalone: pods from manifest files
     node_name: str | None = None  # in a cluster: pods and kill switch from the API server
     kubeconfig: Path | None = None  # None in a cluster: the pod's service account
-    health_port: int = 0  # /livez and /readyz on this port; 0: none
+    health_port: int = 0  # /livez and /readyz on this port, all addresses; 0: none
+    # /metrics, /observe, POST /trace and the probes. Loopback by default: the chart opens it
+    # to in-cluster scrapers on purpose. None: off.
+    listen: tuple[str, int] | None = ("127.0.0.1", 9479)
+    # Thread reads per second at most (temper.policy.sampling): ~10 us each.
+    sample_budget_per_s: float = 200.0
+    tracefs: Path | None = None  # default: <host_root>/sys/kernel/tracing
     host_root: Path = Path("/")
     state_dir: Path = Path("/run/temper")
     scx_layered: Path = Path("scx_layered")
@@ -120,6 +133,10 @@ class Agent:
         self.plan: Plan | None = None  # the newest plan that planned, enforced or not
         self.wanted = Wanted(None, nothing_reason="no pod list yet")
         self.reconciled = False  # a first decision was made (readiness)
+        sampling = SamplingSettings(budget_per_s=config.sample_budget_per_s)
+        self.observer = Observer(
+            config.host_root, shape, self._node_view, ObserveSettings(sampling=sampling)
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -137,8 +154,11 @@ class Agent:
                         tasks.create_task(self.cluster.publisher.run(), name="publish"),
                         tasks.create_task(self._sample_load(), name="sample-load"),
                     ]
+                jobs.append(tasks.create_task(self.observer.run(), name="observe"))
                 if self.config.health_port:
                     jobs.append(tasks.create_task(self._health(), name="health"))
+                if self.config.listen is not None:
+                    jobs.append(tasks.create_task(self._serve(*self.config.listen), name="serve"))
                 await stop.wait()
                 for job in jobs:
                     job.cancel()
@@ -212,7 +232,28 @@ class Agent:
             self.cluster.publish(self.supervisor, self.plan)
 
     async def _health(self) -> None:
-        await serve_health(self.config.health_port, ready=lambda: self.reconciled)
+        routes = probe_routes(lambda: self.reconciled)
+        await serve_http("0.0.0.0", self.config.health_port, routes)
+
+    async def _serve(self, host: str, port: int) -> None:
+        tracefs = self.config.tracefs or self.config.host_root / "sys/kernel/tracing"
+        trace = TraceService(tracefs, self.config.state_dir / "traces", self.observer)
+        routes = observe_routes(self.observer.snapshot, lambda: self.reconciled, {"/trace": trace})
+        try:
+            await serve_http(host, port, routes, started=lambda bound: _log("serving", port=bound))
+        except OSError as exc:  # enforcement goes on without its endpoints, loudly
+            _log("serve-error", reason=f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+    def _node_view(self) -> NodeView:
+        """What observation needs from the control loop, read at the start of each round."""
+        mode, reason = self.supervisor.last or (None, "starting: no decision yet")
+        running = self.supervisor.running_plan
+        return NodeView(
+            mode,
+            reason,
+            self.plan.placements if self.plan else (),
+            running.layers if running else (),
+        )
 
     def _transition(self, transition: Transition) -> None:
         _log_transition(transition)
@@ -227,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shape = read_machine_shape(config.host_root)
         profiles = read_profiles(config.profiles)
         check_scheduler(str(config.scx_layered))
+        _raise_open_files_limit()
     except (HostError, PolicyError, ValueError) as exc:
         print(f"temper-agent: error: {exc}", file=sys.stderr)
         return 1
@@ -287,6 +329,10 @@ _FLAGS: dict[str, str] = {
     "cgroup_driver": "the kubelet's cgroup driver: systemd (default) or cgroupfs",
     "start_timeout_s": "seconds scx_layered may take to attach (default 60)",
     "watch_read_timeout_s": "seconds of silence after which an API watch is reopened (default 120)",
+    "listen": "serve /metrics, /observe and POST /trace on HOST:PORT (default 127.0.0.1:9479; "
+    "'off': none)",
+    "sample_budget_per_s": "thread samples per second at most (default 200)",
+    "tracefs": "where tracefs is mounted (default <host-root>/sys/kernel/tracing)",
 }
 
 
@@ -345,7 +391,22 @@ def _build_config(values: dict[str, Any]) -> AgentConfig:
         watch_read_timeout_s=_positive(
             "watch_read_timeout_s", values.get("watch_read_timeout_s", 120)
         ),
+        listen=_listen(values.get("listen", "127.0.0.1:9479")),
+        sample_budget_per_s=_positive(
+            "sample_budget_per_s", values.get("sample_budget_per_s", 200)
+        ),
+        tracefs=Path(values["tracefs"]) if values.get("tracefs") else None,
     )
+
+
+def _listen(value: object) -> tuple[str, int] | None:
+    text = str(value).strip()
+    if text == "off":
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"listen address {text!r} is not HOST:PORT (or 'off')")
+    return host.strip("[]"), _port(port)
 
 
 def _node_name(value: object) -> str | None:
@@ -371,10 +432,17 @@ def _port(value: object) -> int:
     try:
         port = int(str(value))
     except ValueError:
-        raise ValueError(f"health port {value!r} is not a number") from None
+        raise ValueError(f"port {value!r} is not a number") from None
     if not 0 <= port <= 65535:
-        raise ValueError(f"health port {port} is outside 0-65535")
+        raise ValueError(f"port {port} is outside 0-65535")
     return port
+
+
+def _raise_open_files_limit() -> None:
+    """Observation keeps two files open per sampled thread: lift the soft limit to the hard."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 20), hard))
 
 
 def _log_transition(transition: Transition) -> None:

@@ -26,6 +26,7 @@ class LayerStats:
     tasks: int  # tasks currently in the layer
     util: float  # 100 = one CPU
     cur_nr_cpus: int  # CPUs the layer owns now
+    cpus: tuple[int, ...] = ()  # which CPUs: from the `cpus` bitmask (64-bit words, CPU 0 first)
 
 
 def read_layer_stats(root: Path, timeout_s: float = 5.0) -> dict[str, LayerStats]:
@@ -34,10 +35,26 @@ def read_layer_stats(root: Path, timeout_s: float = 5.0) -> dict[str, LayerStats
     layers = response.get("layers", {})
     return {
         name: LayerStats(
-            int(s.get("tasks", 0)), float(s.get("util", 0.0)), int(s.get("cur_nr_cpus", 0))
+            int(s.get("tasks", 0)),
+            float(s.get("util", 0.0)),
+            int(s.get("cur_nr_cpus", 0)),
+            parse_cpu_mask(s.get("cpus", [])),
         )
         for name, s in layers.items()
     }
+
+
+def parse_cpu_mask(words: object) -> tuple[int, ...]:
+    """The CPUs set in a bitmask given as a list of 64-bit words; () for anything else."""
+    if not isinstance(words, list):
+        return ()
+    return tuple(
+        index * 64 + bit
+        for index, word in enumerate(words)
+        if isinstance(word, int)
+        for bit in range(64)
+        if word >> bit & 1
+    )
 
 
 def request_stats(path: Path, timeout_s: float) -> dict[str, Any]:

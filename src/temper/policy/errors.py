@@ -3,7 +3,8 @@
     PolicyError
     ├── InputError      a pod, pod list or setting is malformed; names the object and field
     ├── ProfileError    a workload profile file is invalid; carries every problem found
-    └── PlanError       the pods cannot be planned on this machine (e.g. no room for critical)
+    ├── PlanError       the pods cannot be planned on this machine (e.g. no room for critical)
+    └── TraceRequestError  a scheduler trace request is out of bounds; names the field and bound
 
 Every message is written for an operator: it names the object and what to change.
 """
@@ -32,3 +33,7 @@ class ProfileError(PolicyError):
 
 class PlanError(PolicyError):
     """The pods cannot be planned on this machine."""
+
+
+class TraceRequestError(PolicyError):
+    """A scheduler trace request (duration, size) is out of bounds; names the field and bound."""

@@ -1,0 +1,2 @@
+"""The serving layer: Prometheus metrics, the /observe document, Grafana dashboards; reads
+snapshots, never the host."""
