@@ -1,4 +1,4 @@
-"""Builders and hypothesis strategies for pods, shared by the test tiers."""
+"""Builders and hypothesis strategies for pods and snapshots, shared by the test tiers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,18 @@ import uuid
 
 from hypothesis import strategies as st
 
+from temper.policy.machine import synthetic_shape
+from temper.policy.observe import (
+    LayerView,
+    Pressure,
+    RuleResult,
+    SamplerStats,
+    Snapshot,
+    TierStats,
+    Verdict,
+)
 from temper.policy.pods import Pod
-from temper.policy.tiers import RECOMMENDED_PRIORITY_CLASSES, QosClass
+from temper.policy.tiers import RECOMMENDED_PRIORITY_CLASSES, QosClass, Tier
 
 NAMESPACES = ("shop", "web", "batch", "kube-system", "ml")
 
@@ -81,3 +91,43 @@ def pods(draw: st.DrawFn, index: int) -> Pod:
 def pod_sets(draw: st.DrawFn, max_size: int = 60) -> list[Pod]:
     size = draw(st.integers(0, max_size))
     return [draw(pods(i)) for i in range(size)]
+
+
+def full_snapshot() -> Snapshot:
+    """A snapshot with something in every field, so every metric family has samples."""
+    return Snapshot(
+        taken_at=1_700_000_000.5,
+        shape=synthetic_shape(1, 2, 2, 1),  # 4 CPUs, 2 cores x 2 threads
+        mode="enforcing",
+        mode_reason="scx_layered is loaded and places every pod",
+        tiers=(
+            TierStats(Tier.CRITICAL, pods=1, threads=4, samples=40, run_s=2.5, wait_s=0.25),
+            TierStats(
+                Tier.BACKGROUND,
+                pods=2,
+                threads=10,
+                samples=100,
+                run_s=5.0,
+                wait_s=3.0,
+                outside_layer=7,
+                smt_shared=12,
+            ),
+        ),
+        layers=(
+            LayerView("critical", Tier.CRITICAL, "confined", 4, 150.0, (0, 2), max_cpus=2),
+            LayerView("system", None, "open", 30, 25.0, (1, 3), max_cpus=None),
+        ),
+        lint=(
+            RuleResult("smt-siblings", Verdict.FAIL, "critical shares cores", ("cpu 0", "cpu 2")),
+            RuleResult("cpu-manager", Verdict.PASS, "static CPU manager is off"),
+        ),
+        node_pressure=Pressure(1.5, 2.0, 12_500_000, full_avg10=0.5, full_total_us=3_000_000),
+        pod_pressure={
+            "shop/api": Pressure(0.1, 0.2, 2_000_000),
+            "batch/crunch": Pressure(9.0, 8.0, 40_000_000),
+            "gone/pod": Pressure(0.0, 0.0, 1),  # no tier known: not shown
+        },
+        pod_tiers={"shop/api": Tier.CRITICAL, "batch/crunch": Tier.BACKGROUND},
+        sampler=SamplerStats(2000.0, 0.1, 1.0, samples=140, exited=3, skipped=9, rounds=50),
+        problems=("/proc/77/schedstat: permission denied",),
+    )

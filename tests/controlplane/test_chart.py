@@ -14,6 +14,7 @@ it is missing the tests fail with that instruction, never skip.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -146,6 +147,9 @@ def test_lint_strict_passes(helm: Path) -> None:
         "agent.stateDir=relative/path",
         "updateStrategy.maxUnavailable=0",
         "image.pullPolicy=Sometimes",
+        "observe.port=0",
+        "observe.sampleBudgetPerS=0",
+        "observe.listenAddress=my host",
     ],
 )
 def test_schema_rejects_bad_values(helm: Path, bad_value: str) -> None:
@@ -210,6 +214,8 @@ def test_agent_command_and_node_name(helm: Path) -> None:
         "--scx-layered": "/opt/scx/scx_layered",
         "--cgroup-driver": "systemd",
         "--health-port": "9469",
+        "--listen": "0.0.0.0:9479",
+        "--sample-budget-per-s": "200",
     }
     env = {item["name"]: item for item in container["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
@@ -225,6 +231,8 @@ def test_agent_accepts_its_command_line(helm: Path) -> None:
     assert config.host_root == Path("/")
     assert config.scx_layered == Path("/usr/local/bin/scx_layered")
     assert config.health_port == 9469
+    assert config.listen == ("0.0.0.0", 9479)
+    assert config.sample_budget_per_s == 200
 
 
 def test_host_mounts(helm: Path) -> None:
@@ -245,7 +253,7 @@ def test_host_mounts(helm: Path) -> None:
 
 def test_probes_use_the_health_port(helm: Path) -> None:
     container = agent_container(render(helm, "health.port=9100"))
-    assert container["ports"] == [{"name": "health", "containerPort": 9100, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "health", "containerPort": 9100, "protocol": "TCP"}
     probes = {name: container[name]["httpGet"] for name in ("livenessProbe", "readinessProbe")}
     assert probes == {
         "livenessProbe": {"path": "/livez", "port": "health"},
@@ -497,3 +505,30 @@ def test_own_node_policy_denies_other_nodes(
         control_plane.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/agent-on-{own}")
         for node in (own, other):
             control_plane.request("DELETE", f"/api/v1/nodes/{node}")
+
+
+def test_metrics_port_and_scrape_annotations(helm: Path) -> None:
+    objects = render(helm, "observe.port=9500", "observe.listenAddress=127.0.0.1")
+    container = agent_container(objects)
+    assert {"name": "metrics", "containerPort": 9500, "protocol": "TCP"} in container["ports"]
+    command = container["command"]
+    assert command[command.index("--listen") + 1] == "127.0.0.1:9500"
+    annotations = one(objects, "DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9500",
+        "prometheus.io/path": "/metrics",
+    }
+    quiet = one(render(helm, "observe.scrapeAnnotations=false"), "DaemonSet")
+    assert "annotations" not in quiet["spec"]["template"]["metadata"]
+
+
+def test_dashboards_ship_as_configmaps_only_when_asked(helm: Path) -> None:
+    assert not [o for o in render(helm) if o["kind"] == "ConfigMap"]
+    maps = [o for o in render(helm, "dashboards.create=true") if o["kind"] == "ConfigMap"]
+    committed = sorted(p.name for p in (CHART / "dashboards").glob("*.json"))
+    assert sorted(name for m in maps for name in m["data"]) == committed
+    for config_map in maps:
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        for name, text in config_map["data"].items():
+            assert json.loads(text) == json.loads((CHART / "dashboards" / name).read_text())

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_metrics import full_snapshot
 
+from builders import full_snapshot
 from temper.serve.dashboards import build_dashboards, main, metric_names_in, stale_files
 from temper.serve.metrics import build_registry, render_metrics
 

@@ -3,7 +3,7 @@
     temper-agent --node-name NAME [--kubeconfig FILE]     in a cluster (docs/cluster.md)
     temper-agent --pods-dir DIR                           standalone, pods from manifest files
         [--host-root DIR] [--state-dir DIR] [--scx-layered PATH] [--health-port PORT]
-        [--listen HOST:PORT] [--sample-budget-per-s N] [--tracefs DIR]
+        [--listen HOST:PORT] [--sample-budget-per-s N] [--tracefs DIR] [--observe on|off]
         [--cgroup-driver systemd|cgroupfs] [--profile FILE]... [--config FILE]
 
 Every flag can also come from the environment (`TEMPER_NODE_NAME`, `TEMPER_PODS_DIR`, ...) or
@@ -79,6 +79,7 @@ class AgentConfig:
     listen: tuple[str, int] | None = ("127.0.0.1", 9479)
     # Thread reads per second at most (temper.policy.sampling): ~10 us each.
     sample_budget_per_s: float = 200.0
+    observe: bool = True  # False: no sampling, pressure or linter (benchmarks' baseline)
     tracefs: Path | None = None  # default: <host_root>/sys/kernel/tracing
     host_root: Path = Path("/")
     state_dir: Path = Path("/run/temper")
@@ -154,7 +155,8 @@ class Agent:
                         tasks.create_task(self.cluster.publisher.run(), name="publish"),
                         tasks.create_task(self._sample_load(), name="sample-load"),
                     ]
-                jobs.append(tasks.create_task(self.observer.run(), name="observe"))
+                if self.config.observe:
+                    jobs.append(tasks.create_task(self.observer.run(), name="observe"))
                 if self.config.health_port:
                     jobs.append(tasks.create_task(self._health(), name="health"))
                 if self.config.listen is not None:
@@ -333,6 +335,7 @@ _FLAGS: dict[str, str] = {
     "'off': none)",
     "sample_budget_per_s": "thread samples per second at most (default 200)",
     "tracefs": "where tracefs is mounted (default <host-root>/sys/kernel/tracing)",
+    "observe": "on (default) or off: sample threads, read pressure and run the linter",
 }
 
 
@@ -396,7 +399,15 @@ def _build_config(values: dict[str, Any]) -> AgentConfig:
             "sample_budget_per_s", values.get("sample_budget_per_s", 200)
         ),
         tracefs=Path(values["tracefs"]) if values.get("tracefs") else None,
+        observe=_on_off("observe", values.get("observe", "on")),
     )
+
+
+def _on_off(name: str, value: object) -> bool:
+    text = str(value).strip().lower()
+    if text not in ("on", "off", "true", "false"):
+        raise ValueError(f"{name} must be on or off, not {value!r}")
+    return text in ("on", "true")
 
 
 def _listen(value: object) -> tuple[str, int] | None:

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from temper.host.errors import HostError
@@ -72,7 +72,20 @@ class NodeView:
     running_layers: tuple[LayerSpec, ...]
 
 
-@dataclass
+@dataclass(slots=True)
+class _Counts:
+    """A tier's running counters; made into a `TierStats` for each snapshot."""
+
+    pods: int = 0
+    threads: int = 0
+    samples: int = 0
+    run_s: float = 0.0
+    wait_s: float = 0.0
+    outside_layer: int = 0
+    smt_shared: int = 0
+
+
+@dataclass(slots=True)
 class _Thread:
     placement: Placement
     container: str
@@ -103,7 +116,7 @@ class Observer:
         self.reader = ThreadReader(root)
         self.pressure = PressureReader(root)
         self.threads: dict[int, _Thread] = {}
-        self.tiers = {tier: TierStats(tier) for tier in Tier}
+        self.counts = {tier: _Counts() for tier in Tier}
         self.sampler = SamplerStats(
             self.settings.sampling.budget_per_s,
             self.settings.sampling.critical_interval_s,
@@ -216,7 +229,7 @@ class Observer:
         self.reader.keep_only(found)
         self.pressure.keep_only([p.cgroup_path for p in self._view.placements])
         for tier, (pods, threads) in counts.items():
-            self.tiers[tier] = replace(self.tiers[tier], pods=pods, threads=threads)
+            self.counts[tier].pods, self.counts[tier].threads = pods, threads
 
     def _carry(self, tid: int, placement: Placement, container: str, now: float) -> _Thread:
         known = self.threads.get(tid)
@@ -258,24 +271,18 @@ class Observer:
     def _account(self, thread: _Thread, stat: ThreadStat, now: float) -> None:
         previous, elapsed_s = thread.last, now - thread.sampled_at
         thread.last, thread.sampled_at = stat, now
-        tier = thread.placement.tier
-        counters = self.tiers[tier]
+        counts = self.counts[thread.placement.tier]
+        counts.samples += 1
         if previous is None or previous.key != stat.key or elapsed_s <= 0:
-            self.tiers[tier] = replace(counters, samples=counters.samples + 1)
             return
         run_s = max(0, stat.run_ns - previous.run_ns) / 1e9
         wait_s = max(0, stat.wait_ns - previous.wait_ns) / 1e9
         thread.cpu_pct, thread.wait_pct = 100 * run_s / elapsed_s, 100 * wait_s / elapsed_s
-        outside = self._check_layer(thread, stat)
-        shared = self._check_core(thread, stat, now) if run_s > 0 else False
-        self.tiers[tier] = replace(
-            counters,
-            samples=counters.samples + 1,
-            run_s=counters.run_s + run_s,
-            wait_s=counters.wait_s + wait_s,
-            outside_layer=counters.outside_layer + outside,
-            smt_shared=counters.smt_shared + shared,
-        )
+        counts.run_s += run_s
+        counts.wait_s += wait_s
+        counts.outside_layer += self._check_layer(thread, stat)
+        if run_s > 0:
+            counts.smt_shared += self._check_core(thread, stat, now)
 
     def _layer_of(self, thread: _Thread, stat: ThreadStat) -> LayerSpec | None:
         if self._placer is None:
@@ -382,7 +389,7 @@ class Observer:
             shape=self.shape,
             mode=view.mode.value if view.mode else "starting",
             mode_reason=view.mode_reason,
-            tiers=tuple(self.tiers.values()),
+            tiers=tuple(TierStats(tier, **asdict(c)) for tier, c in self.counts.items()),
             layers=self.layers,
             top_threads=self._top_threads(),
             lint=self.lint,

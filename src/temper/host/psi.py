@@ -26,19 +26,20 @@ class PressureReader:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._open: dict[Path, int] = {}
+        self._cgroups = f"{root}/{CGROUP_DIR}"
+        self._open: dict[str, int] = {}  # file path -> descriptor
 
     def read_node(self) -> Pressure | None:
-        return self._read(self.root / NODE_PSI)
+        return self._read(f"{self.root}/{NODE_PSI}")
 
     def read_cgroup(self, path: str) -> Pressure | None:
         """The pressure of the cgroup at `path`, relative to the cgroup root."""
-        return self._read(self.root / CGROUP_DIR / path.strip("/") / "cpu.pressure")
+        return self._read(f"{self._cgroups}/{path.strip('/')}/cpu.pressure")
 
     def keep_only(self, cgroup_paths: Collection[str]) -> None:
         """Close the files of cgroups not in `cgroup_paths` (pods that left)."""
-        keep = {self.root / CGROUP_DIR / p.strip("/") / "cpu.pressure" for p in cgroup_paths}
-        keep.add(self.root / NODE_PSI)
+        keep = {f"{self._cgroups}/{p.strip('/')}/cpu.pressure" for p in cgroup_paths}
+        keep.add(f"{self.root}/{NODE_PSI}")
         for path in [p for p in self._open if p not in keep]:
             os.close(self._open.pop(path))
 
@@ -47,7 +48,7 @@ class PressureReader:
             os.close(fd)
         self._open.clear()
 
-    def _read(self, path: Path) -> Pressure | None:
+    def _read(self, path: str) -> Pressure | None:
         try:
             fd = self._open.get(path)
             if fd is None:
@@ -58,8 +59,8 @@ class PressureReader:
                 os.close(self._open.pop(path))
             if exc.errno in GONE or exc.errno == errno.EOPNOTSUPP:  # PSI off at boot
                 return None
-            raise HostReadError(path, f"cannot be read: {exc.strerror or exc}") from exc
+            raise HostReadError(Path(path), f"cannot be read: {exc.strerror or exc}") from exc
         try:
             return parse_pressure(text)
         except (ValueError, KeyError) as exc:
-            raise HostReadError(path, f"is not PSI text: {text[:80]!r}") from exc
+            raise HostReadError(Path(path), f"is not PSI text: {text[:80]!r}") from exc

@@ -49,68 +49,79 @@ class Container:
 
 def read_pod_threads(root: Path, pod_path: str) -> tuple[Container, ...]:
     """The containers of the pod cgroup at `pod_path` (relative to the cgroup root) with their
-    threads; () when the pod's cgroup is gone."""
-    pod_dir = root / CGROUP_DIR / pod_path.strip("/")
+    threads; () when the pod's cgroup is gone.
+
+    On cgroup v2 one read of `cgroup.threads` names a container's threads; a tree without that
+    file (the integration tests' fakes) is read as `cgroup.procs` and `/proc/<pid>/task/`.
+    Paths are plain strings: this runs for every container every few seconds.
+    """
+    pod_dir = f"{root}/{CGROUP_DIR}/{pod_path.strip('/')}"
     try:
         with os.scandir(pod_dir) as entries:
             names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
     except OSError as exc:
         if exc.errno in GONE:
             return ()
-        raise HostReadError(pod_dir, f"cannot be listed: {exc.strerror or exc}") from exc
+        raise HostReadError(Path(pod_dir), f"cannot be listed: {exc.strerror or exc}") from exc
     containers = []
     for name in names:
-        pids = _read_ints(pod_dir / name / "cgroup.procs")
-        tids = tuple(tid for pid in pids for tid in _read_tasks(root, pid))
-        containers.append(Container(name, tids, _read_cpuset(pod_dir / name)))
+        directory = f"{pod_dir}/{name}"
+        tids = _read_ids(f"{directory}/cgroup.threads")
+        if tids is None:
+            pids = _read_ids(f"{directory}/cgroup.procs") or []
+            tids = [tid for pid in pids for tid in _read_tasks(f"{root}/proc/{pid}/task")]
+        containers.append(Container(name, tuple(tids), _read_cpuset(directory)))
     return tuple(containers)
 
 
-def _read_tasks(root: Path, pid: int) -> list[int]:
+def _read_tasks(task_dir: str) -> list[int]:
     try:
-        return [int(name) for name in os.listdir(root / "proc" / str(pid) / "task")]
+        return [int(name) for name in os.listdir(task_dir)]
     except OSError as exc:
         if exc.errno in GONE:
             return []
-        raise HostReadError(root / "proc" / str(pid), exc.strerror or str(exc)) from exc
+        raise HostReadError(Path(task_dir), exc.strerror or str(exc)) from exc
 
 
-def _read_ints(path: Path) -> list[int]:
+def _read_ids(path: str) -> list[int] | None:
+    """The ids listed in `path`; None when there is no such file (or its cgroup is gone)."""
     text = _read_text(path)
+    if text is None:
+        return None
     try:
-        return [int(line) for line in text.split()] if text else []
+        return [int(line) for line in text.split()]
     except ValueError as exc:
-        raise HostReadError(path, "is not a list of ids") from exc
+        raise HostReadError(Path(path), "is not a list of ids") from exc
 
 
-def _read_cpuset(directory: Path) -> tuple[int, ...] | None:
-    text = _read_text(directory / "cpuset.cpus.effective").strip()
+def _read_cpuset(directory: str) -> tuple[int, ...] | None:
+    text = (_read_text(f"{directory}/cpuset.cpus.effective") or "").strip()
     return parse_cpu_list(text) if text else None
 
 
-def _read_text(path: Path) -> str:
-    """The file's text; "" when it is gone (or the controller that makes it is off)."""
+def _read_text(path: str) -> str | None:
+    """The file's text; None when it is gone (or the controller that makes it is off)."""
     try:
-        return path.read_text(encoding="ascii")
+        with open(path, encoding="ascii") as file:
+            return file.read()
     except OSError as exc:
         if exc.errno in GONE:
-            return ""
-        raise HostReadError(path, f"cannot be read: {exc.strerror or exc}") from exc
+            return None
+        raise HostReadError(Path(path), f"cannot be read: {exc.strerror or exc}") from exc
 
 
 def parse_stat(tid: int, stat: bytes, schedstat: bytes) -> ThreadStat:
     """One thread's stat and schedstat text; ValueError when either is malformed."""
     head, _, tail = stat.rpartition(b")")  # comm may hold spaces and parentheses
-    comm = head.partition(b"(")[2].decode("utf-8", "replace")
-    fields = tail.split()  # fields[0] is field 3 (state)
-    run_ns, wait_ns, *_ = schedstat.split()
+    fields = tail.split(maxsplit=37)  # fields[0] is field 3 (state); only up to field 39
+    times = schedstat.split(maxsplit=2)
     return ThreadStat(
-        tid=tid,
-        start_ticks=int(fields[19]),
-        comm=comm,
-        last_cpu=int(fields[36]),
-        run_ns=int(run_ns),
-        wait_ns=int(wait_ns),
+        tid,
+        int(fields[19]),
+        head[head.index(b"(") + 1 :].decode("utf-8", "replace"),
+        int(fields[36]),
+        int(times[0]),
+        int(times[1]),
     )
 
 
@@ -118,7 +129,7 @@ class ThreadReader:
     """Reads threads under host root `root`, keeping descriptors open for up to `max_open`."""
 
     def __init__(self, root: Path, max_open: int = 2048) -> None:
-        self.proc = root / "proc"
+        self.proc = f"{root}/proc"
         self.max_open = max_open
         self._open: dict[int, tuple[int, int]] = {}  # tid -> (stat fd, schedstat fd)
 
@@ -134,7 +145,7 @@ class ThreadReader:
             if exc.errno in GONE:
                 self._close(tid)
                 return None
-            raise HostReadError(self.proc / str(tid), exc.strerror or str(exc)) from exc
+            raise HostReadError(Path(f"{self.proc}/{tid}"), exc.strerror or str(exc)) from exc
         if not stat or not sched:  # a thread caught mid-exit reads empty
             self._close(tid)
             return None
@@ -142,7 +153,7 @@ class ThreadReader:
             return parse_stat(tid, stat, sched)
         except (ValueError, IndexError) as exc:
             self._close(tid)
-            raise HostReadError(self.proc / str(tid) / "stat", "is malformed") from exc
+            raise HostReadError(Path(f"{self.proc}/{tid}/stat"), "is malformed") from exc
 
     def keep_only(self, tids: Collection[int]) -> None:
         """Close the descriptors of threads not in `tids` (no longer found in any pod)."""
@@ -157,10 +168,10 @@ class ThreadReader:
         return len(self._open)
 
     def _read_once(self, tid: int) -> tuple[bytes, bytes]:
-        base = self.proc / str(tid)
-        stat_fd = os.open(base / "stat", os.O_RDONLY | os.O_CLOEXEC)
+        base = f"{self.proc}/{tid}"
+        stat_fd = os.open(f"{base}/stat", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            sched_fd = os.open(base / "schedstat", os.O_RDONLY | os.O_CLOEXEC)
+            sched_fd = os.open(f"{base}/schedstat", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             os.close(stat_fd)
             raise

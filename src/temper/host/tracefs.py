@@ -24,8 +24,9 @@ pid filter; wake-to-run then reports those wakeups as unmatched rather than gues
 
 One capture runs at a time in this process (`TraceBusy`): the agent calls this blocking function
 from a worker thread. The request bounds are checked by the caller with
-`temper.policy.schedtrace.check_trace_request`; this function refuses only arguments no request
-could mean (ValueError). Failures of tracefs are `TracefsError`s naming the path.
+`temper.policy.schedtrace.check_trace_request`; this function refuses seconds, max_bytes or an
+instance name no request could mean (ValueError). A pid filter it cannot apply (none, more than
+`MAX_PIDS`, ids out of range) and failures of tracefs are `TracefsError`s naming the path.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from typing import BinaryIO
 from temper.host.errors import TraceBusy, TracefsError
 from temper.policy.schedtrace import parse_sched_line
 
-MAX_PIDS = 100_000  # set_event_pid is a kernel bitmap walk per write; more is a caller bug
+MAX_PIDS = 100_000  # far beyond one node's pods' threads; the filter is written in 4 KiB parts
+PID_MAX_LIMIT = 4 * 1024 * 1024  # the kernel's ceiling for pid_max; tracefs refuses more (EPERM)
 EVENTS = ("sched_switch", "sched_wakeup", "sched_wakeup_new")
 
 _CAPTURE_LOCK = threading.Lock()
@@ -80,8 +82,10 @@ def capture_sched_trace(
     `tracefs` is where tracefs is mounted (the node's /sys/kernel/tracing). `pids` limits the
     events to those threads (all threads when None). Blocks for `seconds`.
     """
-    _check_arguments(seconds, max_bytes, pids, instance)
+    _check_arguments(seconds, max_bytes, instance)
     inst = tracefs / "instances" / instance
+    if pids is not None:
+        _check_pids(inst / "set_event_pid", pids)
     if not _CAPTURE_LOCK.acquire(blocking=False):
         raise TraceBusy(inst)
     try:
@@ -92,19 +96,23 @@ def capture_sched_trace(
         _CAPTURE_LOCK.release()
 
 
-def _check_arguments(
-    seconds: float, max_bytes: int, pids: Collection[int] | None, instance: str
-) -> None:
+def _check_arguments(seconds: float, max_bytes: int, instance: str) -> None:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"seconds must be a finite number above 0, got {seconds!r}")
     if max_bytes <= 0:
         raise ValueError(f"max_bytes must be above 0, got {max_bytes!r}")
-    if pids is not None and not 0 < len(pids) <= MAX_PIDS:
-        raise ValueError(f"pids: give 1 to {MAX_PIDS} thread ids or None for all, got {len(pids)}")
-    if pids is not None and any(pid <= 0 for pid in pids):
-        raise ValueError("pids must be positive thread ids")
     if not instance or "/" in instance or instance in (".", ".."):
         raise ValueError(f"instance must be a plain directory name, got {instance!r}")
+
+
+def _check_pids(path: Path, pids: Collection[int]) -> None:
+    """A pid filter the kernel can take: 1 to MAX_PIDS ids (an empty filter would trace all)."""
+    if not 0 < len(pids) <= MAX_PIDS:
+        raise TracefsError(
+            path, f"give 1 to {MAX_PIDS} thread ids (or None for all), not {len(pids)}"
+        )
+    if any(not 0 < pid <= PID_MAX_LIMIT for pid in pids):
+        raise TracefsError(path, f"thread ids must be from 1 to {PID_MAX_LIMIT}")
 
 
 def _require_mounted(tracefs: Path) -> None:

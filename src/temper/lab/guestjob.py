@@ -40,7 +40,9 @@ class GuestJob:
     wall_s: float
 
 
-def run_module(module: str, arguments: list[str], timeout_s: float) -> GuestJob:
+def run_module(
+    module: str, arguments: list[str], timeout_s: float, memory_mb: int = MEMORY_MB
+) -> GuestJob:
     """Run `python -m module ARGUMENTS --out FILE` in the guest; progress goes to stderr."""
     kernel = provision_kernel(lambda line: print(f"lab: {line}", file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="temper-guestjob") as tmp:
@@ -53,7 +55,7 @@ def run_module(module: str, arguments: list[str], timeout_s: float) -> GuestJob:
             cpus=CPUS,
             cores=CORES,
             threads=THREADS,
-            memory_mb=MEMORY_MB,
+            memory_mb=memory_mb,
             timeout_s=timeout_s,
             shares=[(REPO, False), (shared, True)],
         )

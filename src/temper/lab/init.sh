@@ -43,6 +43,8 @@ stamp ports
 
 for m in netfs 9pnet 9pnet_virtio 9p; do insmod /lib/modules/$m.ko || die "insmod $m"; done
 stamp insmod
+# Loopback for the agent's HTTP endpoints (temper.lab.observe); the guest has no other network.
+ip link set lo up || say "loopback up failed"
 
 R=/mnt
 NINEP=trans=virtio,version=9p2000.L,msize=524288

@@ -32,6 +32,10 @@ removes the cgroups it made, bottom-up.
 
 Errors: `NodeError` for the cgroup tree, `WorkloadError` for its processes; both are `LabError`.
 
+A real root without the cpu controller (a container's cgroup2 mount, where observation is
+tested on the host) is refused unless `require_cpu=False`; then the tree, its processes and
+their PSI files are real and no weights are written.
+
 Not modelled: memory and pids limits, cpuset pinning (static CPU manager), pod overhead beyond
 what `Pod.cpu_request_millis` carries, and kubelet's periodic resync (the burstable slice's weight
 is rewritten on every `add_pod` and `remove_pod` instead).
@@ -228,8 +232,10 @@ class SimulatedNode:
         driver: CgroupDriver = CgroupDriver.SYSTEMD,
         *,
         node_cpu_millis: int | None = None,
+        require_cpu: bool = True,
     ) -> None:
         self.cgroup_root = cgroup_root
+        self.require_cpu = require_cpu  # False: a root without the cpu controller gets no weights
         self.driver = driver
         if node_cpu_millis is None:
             node_cpu_millis = (os.cpu_count() or 1) * MILLI_PER_CPU
@@ -269,7 +275,7 @@ class SimulatedNode:
             self._enable_controllers(self.cgroup_root)
             kubepods = self._make_slice(_parent_path(QosClass.GUARANTEED, self.driver))
             weight = cpu_weight_from_shares(cpu_shares(self.node_cpu_millis))
-            self._write(kubepods / "cpu.weight", f"{weight}\n")
+            self._write_cpu(kubepods / "cpu.weight", f"{weight}\n")
             for qos in (QosClass.BURSTABLE, QosClass.BEST_EFFORT):
                 self._make_slice(_parent_path(qos, self.driver))
             self._write_qos_weights()
@@ -370,7 +376,7 @@ class SimulatedNode:
             available = path.read_text(encoding="ascii").split()
         except OSError as exc:
             raise NodeError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
-        if "cpu" not in available:
+        if "cpu" not in available and self.require_cpu:
             raise NodeError(f"{path}: the cpu controller is not available ({' '.join(available)})")
         return tuple(name for name in CONTROLLERS if name in available)
 
@@ -395,8 +401,8 @@ class SimulatedNode:
         directory = self.cgroup_root / path.rstrip("/")
         self._mkdir(directory)
         state.cgroups.append(directory)
-        self._write(directory / "cpu.weight", f"{cpu_weight_from_shares(shares)}\n")
-        self._write(directory / "cpu.max", f"{cpu_max(limit_millis)}\n")
+        self._write_cpu(directory / "cpu.weight", f"{cpu_weight_from_shares(shares)}\n")
+        self._write_cpu(directory / "cpu.max", f"{cpu_max(limit_millis)}\n")
         return directory
 
     def _mkdir(self, directory: Path) -> None:
@@ -419,7 +425,12 @@ class SimulatedNode:
             (QosClass.BEST_EFFORT, MIN_SHARES),
         ):
             directory = self.cgroup_root / _parent_path(qos, self.driver)
-            self._write(directory / "cpu.weight", f"{cpu_weight_from_shares(shares)}\n")
+            self._write_cpu(directory / "cpu.weight", f"{cpu_weight_from_shares(shares)}\n")
+
+    def _write_cpu(self, path: Path, text: str) -> None:
+        """A cpu controller file: skipped on a real root without the controller."""
+        if not self.is_cgroup_fs or "cpu" in (self._controllers or ()):
+            self._write(path, text)
 
     def _write(self, path: Path, text: str) -> None:
         try:

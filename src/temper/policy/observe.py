@@ -14,15 +14,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from temper.policy.machine import MachineShape
 from temper.policy.tiers import Tier
 
 
-@dataclass(frozen=True)
-class ThreadStat:
-    """One read of one thread: `/proc/<tid>/stat` and `/proc/<tid>/schedstat`."""
+class ThreadStat(NamedTuple):
+    """One read of one thread: `/proc/<tid>/stat` and `/proc/<tid>/schedstat`. A named tuple,
+    not a dataclass: thousands are made a second, and a tuple is made in a fifth of the time."""
 
     tid: int
     start_ticks: int  # with tid, the thread's identity: a reused tid has a new start time
@@ -57,13 +57,16 @@ def parse_pressure(text: str) -> Pressure:
     some, full = lines.get("some"), lines.get("full")
     if some is None:
         raise ValueError("no 'some' line")
-    return Pressure(
-        float(some["avg10"]),
-        float(some["avg60"]),
-        int(some["total"]),
-        float(full["avg10"]) if full else None,
-        int(full["total"]) if full else None,
-    )
+    try:
+        return Pressure(
+            float(some["avg10"]),
+            float(some["avg60"]),
+            int(some["total"]),
+            float(full["avg10"]) if full else None,
+            int(full["total"]) if full else None,
+        )
+    except KeyError as exc:
+        raise ValueError(f"a PSI line without {exc.args[0]}") from exc
 
 
 @dataclass(frozen=True)

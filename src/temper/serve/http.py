@@ -5,9 +5,11 @@ The agent serves a handful of fixed paths (`/livez`, `/readyz`, `/metrics`, `/ob
 is small on purpose: it reads the request line and headers, calls a route, writes the answer
 and closes the connection. No web framework is imported (reference: the agent's memory target).
 
-Under a scrape storm (reference/reliability.md F8) it stays bounded: at most `max_clients`
-connections are served at once and the rest are answered 503 at once; a client gets 5 s to send
-its request; a route only reads a snapshot, and renders it once per snapshot (see `Cached`).
+Under a scrape storm (reference/reliability.md F8) it stays bounded: a client gets 5 s to send
+its request; at most `max_clients` requests are answered at once and the rest get 503 at once
+(after their request is read, so the client sees the answer rather than a reset); a route only
+reads a snapshot, and renders it once per snapshot (see `Cached`). A route that raises is
+logged and answered 500.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+log = logging.getLogger("temper.serve")
 REQUEST_TIMEOUT_S = 5.0
 MAX_HEADER_LINES = 100
 _REASONS = {
@@ -69,11 +73,14 @@ async def serve_http(
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            if busy.locked():
+            request = await asyncio.wait_for(_read_request(reader, writer), REQUEST_TIMEOUT_S)
+            if request is None:
+                response = text(400, "bad request")
+            elif busy.locked():
                 response = text(503, "busy: too many clients at once")
             else:
                 async with busy:
-                    response = await _handle(reader, writer, routes)
+                    response = await _route(request, routes)
             head = (
                 f"HTTP/1.1 {response.status} {_REASONS.get(response.status, '')}\r\n"
                 f"Content-Type: {response.content_type}\r\n"
@@ -95,29 +102,31 @@ async def serve_http(
         await server.serve_forever()
 
 
-async def _handle(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, routes: Mapping[str, Route]
-) -> Response:
-    request = await asyncio.wait_for(_read_request(reader, writer), REQUEST_TIMEOUT_S)
-    if request is None:
-        return text(400, "bad request")
+async def _route(request: Request, routes: Mapping[str, Route]) -> Response:
     route = routes.get(request.path)
     if route is None:
         return text(404, "not found")
-    result = route(request)
-    return await result if isinstance(result, Awaitable) else result
+    try:
+        result = route(request)
+        return await result if isinstance(result, Awaitable) else result
+    except Exception:  # a route's bug must not take the server down or go unseen
+        log.exception("route %s failed", request.path)
+        return text(500, "internal error; the agent's log has the details")
 
 
 async def _read_request(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> Request | None:
-    parts = (await reader.readline()).decode("latin-1").split()
-    for _ in range(MAX_HEADER_LINES):  # headers are not used; read past them
-        if not (await reader.readline()).strip():
-            break
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+    try:
+        parts = (await reader.readline()).decode("latin-1").split()
+        for _ in range(MAX_HEADER_LINES):  # headers are not used; read past them
+            if not (await reader.readline()).strip():
+                break
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return None
+        url = urlsplit(parts[1])
+    except ValueError:  # a line longer than the stream's limit, or a URL urlsplit refuses
         return None
-    url = urlsplit(parts[1])
     peer = writer.get_extra_info("peername")
     loopback = False
     with contextlib.suppress(ValueError, TypeError, IndexError):
