@@ -90,6 +90,9 @@ def test_the_linter_says_why_the_node_does_not_enforce(observed: dict) -> None:
     assert refused["hint"]
     assert verdicts["cpu-limit-not-enforced"]["verdict"] == "pass"  # limits hold on stock
     assert verdicts["pod-wrong-layer"]["verdict"] == "unknown"
+    # No cpuset controller here, so nothing is pinned: the rule stays quiet.
+    assert observed["pinned"] is None
+    assert verdicts["partial-cpu-affinity"]["verdict"] == "pass"
 
 
 def test_metrics_agree_with_observe(observed: dict) -> None:

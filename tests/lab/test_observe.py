@@ -69,6 +69,16 @@ def test_the_linter_judges_the_enforced_node(observed: dict) -> None:
     assert verdicts["protected-layer-at-ceiling"]["verdict"] in ("pass", "fail")
 
 
+def test_the_linter_finds_the_planted_pinned_container(observed: dict) -> None:
+    """temper.lab.observe pins shop/cart's container to one CPU, as the static CPU manager
+    would; scx_layered would send its threads to the low-priority fallback queue."""
+    assert observed["pinned"], "the guest has no cpuset controller to plant the fault with"
+    rule = {r["rule"]: r for r in observed["observe"]["lint"]}["partial-cpu-affinity"]
+    assert rule["verdict"] == "fail"
+    assert any("shop/cart" in line and "CPUs 3 of 0-3" in line for line in rule["evidence"])
+    assert "fallback" in rule["hint"]
+
+
 def test_metrics_show_the_layers(observed: dict) -> None:
     names = {
         s.name

@@ -56,8 +56,9 @@ class ObserveSettings:
     psi_interval_s: float = 2.0
     # The linter's verdicts and the layers' statistics change on the scale of pod events.
     lint_interval_s: float = 10.0
-    # Two threads seen on one core within this window count as sharing it.
-    smt_window_s: float = 2.0
+    # Placement evidence older than this no longer fails a rule: a scheduler that settles
+    # after attaching, or a pod that moved, stops being reported.
+    evidence_window_s: float = 60.0
     top_threads: int = 20  # in /observe
     stall_readings: int = 5  # PSI readings per tier the linter compares (10 s at 2 s)
 
@@ -123,10 +124,11 @@ class Observer:
             self.settings.sampling.other_interval_s,
         )
         self._core_of = {cpu: core for core in shape.cores for cpu in core}
-        self._critical_on: dict[tuple[int, ...], tuple[float, str, int]] = {}
-        self._other_on: dict[tuple[int, ...], tuple[float, str, Tier, int]] = {}
-        self._smt: collections.deque[SmtShare] = collections.deque(maxlen=50)
-        self._outside: collections.deque[OutsideLayer] = collections.deque(maxlen=50)
+        # Per core, the running threads seen on it this round: (round, description, cpu[, tier]).
+        self._critical_on: dict[tuple[int, ...], tuple[int, str, int]] = {}
+        self._other_on: dict[tuple[int, ...], tuple[int, str, Tier, int]] = {}
+        self._smt: collections.deque[tuple[float, SmtShare]] = collections.deque(maxlen=200)
+        self._outside: collections.deque[tuple[float, OutsideLayer]] = collections.deque(maxlen=200)
         self._cpusets: tuple[ContainerCpuset, ...] = ()
         self._stalls: dict[Tier, collections.deque[float]] = {
             tier: collections.deque(maxlen=self.settings.stall_readings) for tier in Tier
@@ -167,10 +169,12 @@ class Observer:
         self._sample(now)
         if self._due("psi", now, self.settings.psi_interval_s):
             self._read_pressure()
-        if self._due("lint", now, self.settings.lint_interval_s):
+            # The layers' CPUs move as scx_layered resizes them: read them as often as PSI,
+            # so a thread's CPU is compared with an ownership at most one period old.
             self.layers, problems = await asyncio.to_thread(self._read_layers)
             self._report("layers", problems)
-            self.lint = lint(self._lint_input())
+        if self._due("lint", now, self.settings.lint_interval_s):
+            self.lint = lint(self._lint_input(now))
         self.sampler = replace(self.sampler, rounds=self.sampler.rounds + 1)
         self._snapshot = None
 
@@ -280,16 +284,18 @@ class Observer:
         thread.cpu_pct, thread.wait_pct = 100 * run_s / elapsed_s, 100 * wait_s / elapsed_s
         counts.run_s += run_s
         counts.wait_s += wait_s
-        counts.outside_layer += self._check_layer(thread, stat)
-        if run_s > 0:
-            counts.smt_shared += self._check_core(thread, stat, now)
+        if stat.running:  # its last CPU is where it is now, not where it was a while ago
+            counts.outside_layer += self._check_layer(thread, stat, now)
+            shared = self._check_core(thread, stat, now)
+            if shared is not None:  # counted for the lower tier, whichever was read first
+                self.counts[shared].smt_shared += 1
 
     def _layer_of(self, thread: _Thread, stat: ThreadStat) -> LayerSpec | None:
         if self._placer is None:
             return None
         return self._placer.place(f"{thread.placement.cgroup_path}{thread.container}/", stat.comm)
 
-    def _check_layer(self, thread: _Thread, stat: ThreadStat) -> bool:
+    def _check_layer(self, thread: _Thread, stat: ThreadStat, now: float) -> bool:
         """Whether a thread of a confined layer ran outside the CPUs its layer owns."""
         layer = self._layer_of(thread, stat)
         if layer is None or layer.kind is not LayerKind.CONFINED:
@@ -298,33 +304,40 @@ class Observer:
         if view is None or not view.cpus or stat.last_cpu in view.cpus:
             return False
         self._outside.append(
-            OutsideLayer(
-                thread.describe(stat), thread.placement.tier, layer.name, stat.last_cpu, view.cpus
+            (
+                now,
+                OutsideLayer(
+                    thread.describe(stat),
+                    thread.placement.tier,
+                    layer.name,
+                    stat.last_cpu,
+                    view.cpus,
+                ),
             )
         )
         return True
 
-    def _check_core(self, thread: _Thread, stat: ThreadStat, now: float) -> bool:
-        """Whether this thread and one of the other side (critical vs the rest) were seen on
-        different SMT siblings of one core within the window."""
+    def _check_core(self, thread: _Thread, stat: ThreadStat, now: float) -> Tier | None:
+        """Whether this running thread and a running one of the other side (critical vs the
+        rest) were read on the two SMT siblings of one core in this round: both on a CPU (or
+        about to be) within the same few milliseconds. The lower tier of the two if so."""
         core = self._core_of.get(stat.last_cpu)
         if core is None or len(core) < 2:
-            return False
-        window, me = self.settings.smt_window_s, thread.describe(stat)
-        tier = thread.placement.tier
+            return None
+        round_, me, tier = self.sampler.rounds, thread.describe(stat), thread.placement.tier
         if tier is Tier.CRITICAL:
-            self._critical_on[core] = (now, me, stat.last_cpu)
+            self._critical_on[core] = (round_, me, stat.last_cpu)
             seen = self._other_on.get(core)
-            if seen and now - seen[0] <= window and seen[3] != stat.last_cpu:
-                self._smt.append(SmtShare(core, me, seen[1], seen[2]))
-                return True
-            return False
-        self._other_on[core] = (now, me, tier, stat.last_cpu)
+            if seen and seen[0] == round_ and seen[3] != stat.last_cpu:
+                self._smt.append((now, SmtShare(core, me, seen[1], seen[2])))
+                return seen[2]
+            return None
+        self._other_on[core] = (round_, me, tier, stat.last_cpu)
         critical = self._critical_on.get(core)
-        if critical and now - critical[0] <= window and critical[2] != stat.last_cpu:
-            self._smt.append(SmtShare(core, critical[1], me, tier))
-            return True
-        return False
+        if critical and critical[0] == round_ and critical[2] != stat.last_cpu:
+            self._smt.append((now, SmtShare(core, critical[1], me, tier)))
+            return tier
+        return None
 
     # -- pressure, layers, linter -----------------------------------------------------------
 
@@ -367,8 +380,8 @@ class Observer:
                 )
         return tuple(views), []
 
-    def _lint_input(self) -> LintInput:
-        view = self._view
+    def _lint_input(self, now: float) -> LintInput:
+        view, since = self._view, now - self.settings.evidence_window_s
         return LintInput(
             shape=self.shape,
             mode=view.mode or Mode.STOCK,
@@ -376,8 +389,8 @@ class Observer:
             placements=view.placements,
             running_layers=view.running_layers,
             layers=self.layers,
-            smt_shares=tuple(self._smt),
-            outside_layer=tuple(self._outside),
+            smt_shares=tuple(dict.fromkeys(share for at, share in self._smt if at >= since)),
+            outside_layer=tuple(dict.fromkeys(seen for at, seen in self._outside if at >= since)),
             cpusets=self._cpusets,
             tier_stall_pct={tier: tuple(values) for tier, values in self._stalls.items()},
         )

@@ -122,6 +122,7 @@ def parse_stat(tid: int, stat: bytes, schedstat: bytes) -> ThreadStat:
         int(fields[36]),
         int(times[0]),
         int(times[1]),
+        fields[0] == b"R",
     )
 
 

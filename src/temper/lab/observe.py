@@ -36,6 +36,9 @@ from temper.lab.agentrun import AGENT_LOG, agent_argv, stop_agent
 from temper.lab.node import SimulatedNode
 from temper.lab.proof import PODS
 
+# The planted partial-affinity fault: one high-tier container pinned to one CPU of the high
+# layer (the guest's CPUs 2-3), so the pin does not touch the critical core.
+PINNED_POD, PINNED_CPUS = "cart", "3"
 SETTLE_S = 240.0  # scx_layered attaches in 18-35 s under TCG; the agent samples within seconds
 LINT_INTERVAL_S = 10.0  # the agent's default: verdicts are at most this old
 
@@ -63,8 +66,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"error": None}
     with mounted_tracefs(args.tracefs), SimulatedNode(args.cgroup_root, require_cpu=False) as node:
         for p in PODS:
-            node.add_pod(p.pod, p.containers)
+            running = node.add_pod(p.pod, p.containers)
             (work / "pods" / f"{p.pod.name}.json").write_text(json.dumps(p.manifest))
+            if p.pod.name == PINNED_POD:
+                result["pinned"] = pin(args.cgroup_root, running.container_paths["app"])
         argv = [
             *agent_argv(work, args.scx_layered),
             *("--host-root", str(args.host_root), "--tracefs", str(args.tracefs)),
@@ -114,6 +119,16 @@ def observe(base: str, enforce: bool, trace_seconds: float) -> dict[str, Any]:
         "trace": trace,
         "trace_head": head,
     }
+
+
+def pin(cgroup_root: Path, container_path: str) -> str | None:
+    """Narrow the container's cpuset to PINNED_CPUS, as the static CPU manager would: the
+    linter's partial-affinity fault. None where the cpuset controller is off (the host)."""
+    cpus = cgroup_root / container_path.strip("/") / "cpuset.cpus"
+    if not cpus.exists():
+        return None
+    cpus.write_text(PINNED_CPUS)
+    return f"{container_path} cpuset.cpus={PINNED_CPUS}"
 
 
 def get_json(url: str) -> dict[str, Any]:

@@ -13,9 +13,12 @@ cannot be judged on this node now (no scheduler of ours runs, no SMT) says UNKNO
 with the reason rather than guessing. Adding a rule is adding a row and its tests
 (tests/unit/test_lint.py: each rule fires on its planted fault and stays quiet without it).
 
-What "ran beside" means. The sampler sees where each thread *last* ran. Two threads seen on the
-two SMT siblings of one core, both having run within the same short window, are reported as
-sharing the core in that window; that is evidence of co-location, not proof of simultaneity.
+What "ran beside" means. The sampler reads each thread's state and the CPU it last ran on.
+Two threads read in state R (on a CPU, or about to be) on the two SMT siblings of one core in
+the same round, milliseconds apart, are reported as sharing the core; a thread in state R on a
+CPU its confined layer does not own is reported as outside it. Threads not in state R are not
+judged: their last CPU may be seconds old. The observer passes only evidence from the last
+minute (`ObserveSettings.evidence_window_s`), so a placement that settles stops failing.
 """
 
 from __future__ import annotations
@@ -191,10 +194,10 @@ def _not_enforcing(facts: LintInput) -> tuple[Verdict, list[str]]:
 RULES: tuple[LintRule, ...] = (
     LintRule(
         "critical-smt-shared",
-        "A critical thread ran on one SMT sibling while a lower tier ran on the other.",
+        "A critical thread and a lower-tier one were on the two SMT siblings of one core at once.",
         "Critical layers get whole cores while Temper enforces; on the stock scheduler nothing "
         "keeps siblings apart. If this persists while enforcing, check that the critical layer "
-        "is exclusive and that no pod pins itself across cores (see critical-wrong-layer).",
+        "is exclusive and that no pod pins itself across cores (see pod-wrong-layer).",
         _smt_shared,
     ),
     LintRule(
@@ -222,8 +225,8 @@ RULES: tuple[LintRule, ...] = (
     LintRule(
         "protected-layer-at-ceiling",
         "A protected layer is at its CPU ceiling while its pods' CPU stall rises.",
-        "The tier needs more CPUs than its layer may take: lower its pods' requests' "
-        "overcommit, move pods off the node, or raise the tier's share.",
+        "The tier needs more CPUs than its layer may take: move some of its pods to another "
+        "node, or raise their CPU requests so the planner gives the layer more CPUs.",
         _ceiling_pressure,
     ),
     LintRule(

@@ -30,6 +30,7 @@ class ThreadStat(NamedTuple):
     last_cpu: int  # the CPU it last ran on
     run_ns: int  # time on a CPU, since it started
     wait_ns: int  # time runnable but waiting on a run queue, since it started
+    running: bool = False  # state R when read: on a CPU (last_cpu is where) or about to be
 
     @property
     def key(self) -> tuple[int, int]:
