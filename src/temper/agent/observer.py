@@ -96,8 +96,11 @@ class _Thread:
     cpu_pct: float = 0.0
     wait_pct: float = 0.0
 
+    def name(self, stat: ThreadStat) -> str:
+        return f"{self.placement.pod.key} tid {stat.tid} ({stat.comm})"
+
     def describe(self, stat: ThreadStat) -> str:
-        return f"{self.placement.pod.key} tid {stat.tid} ({stat.comm}) on CPU {stat.last_cpu}"
+        return f"{self.name(stat)} on CPU {stat.last_cpu}"
 
 
 class Observer:
@@ -307,7 +310,7 @@ class Observer:
             (
                 now,
                 OutsideLayer(
-                    thread.describe(stat),
+                    thread.name(stat),
                     thread.placement.tier,
                     layer.name,
                     stat.last_cpu,

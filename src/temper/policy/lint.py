@@ -54,7 +54,7 @@ class SmtShare:
 class OutsideLayer:
     """A thread of a confined layer seen on a CPU its layer did not own."""
 
-    thread: str
+    thread: str  # "namespace/pod tid 123 (comm)"
     tier: Tier
     layer: str
     last_cpu: int
@@ -133,7 +133,7 @@ def _wrong_layer(facts: LintInput) -> tuple[Verdict, list[str]]:
         if o.layer in by_name:
             evidence.append(
                 f"{o.thread} ({o.tier.value}) ran on CPU {o.last_cpu}, outside its confined "
-                f"layer {o.layer!r} (CPUs {format_cpu_list(o.layer_cpus) or 'none'})"
+                f"layer {o.layer!r}, which owns CPUs {format_cpu_list(o.layer_cpus) or 'none'}"
             )
     return _verdict(evidence)
 
