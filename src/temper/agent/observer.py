@@ -174,8 +174,11 @@ class Observer:
             self._read_pressure()
             # The layers' CPUs move as scx_layered resizes them: read them as often as PSI,
             # so a thread's CPU is compared with an ownership at most one period old.
-            self.layers, problems = await asyncio.to_thread(self._read_layers)
-            self._report("layers", problems)
+            if self._view.running_layers:
+                self.layers, problems = await asyncio.to_thread(self._read_layers)
+                self._report("layers", problems)
+            else:
+                self.layers = ()
         if self._due("lint", now, self.settings.lint_interval_s):
             self.lint = lint(self._lint_input(now))
         self.sampler = replace(self.sampler, rounds=self.sampler.rounds + 1)

@@ -98,6 +98,7 @@ class Supervisor:
         # The gate's facts (release, config, BTF, cmdline) hold until reboot: read them once.
         self.gate: GateResult | None = None
         self.kill_switch: KillSwitch | None = OFF
+        self._digests: list[tuple[Plan, str]] = []
 
     async def reconcile(self, wanted: Wanted, kill_switch: KillSwitch | None = OFF) -> Decision:
         """One step: observe, decide, act. `kill_switch` None: not known (never loads)."""
@@ -117,7 +118,7 @@ class Supervisor:
 
     def running_digest(self) -> str | None:
         """The sha256 of the config our running scheduler was given."""
-        return _digest(self.running_plan)
+        return self._digest(self.running_plan)
 
     async def stop(self) -> None:
         """Stop our child, escalating; afterwards the kernel runs no scheduler of ours."""
@@ -131,6 +132,19 @@ class Supervisor:
         if still_ours and self.attached_seq is not None:
             trigger_sysrq_reset(self.host_root)
         self.attached_seq = None
+
+    def _digest(self, plan: Plan | None) -> str | None:
+        """The sha256 of the plan's config, remembered for the last two plans: a reconcile
+        every 2 s would otherwise render both configs again (measured: most of an idle
+        agent's CPU with 50 pods, bench/reports/observe-overhead.md)."""
+        if plan is None:
+            return None
+        for known, digest in self._digests:
+            if known is plan:
+                return digest
+        digest = _sha256(plan)
+        self._digests = [(plan, digest), *self._digests[:1]]
+        return digest
 
     def _observe(self, wanted: Wanted) -> Observation:
         status = read_sched_ext(self.host_root)
@@ -151,9 +165,9 @@ class Supervisor:
             kernel_state=status.state.value,
             kernel_ops=status.ops,
             child_running=self.child is not None,
-            child_config=_digest(running),
+            child_config=self._digest(running),
             child_exit=exit_,
-            wanted_config=_digest(wanted.plan),
+            wanted_config=self._digest(wanted.plan),
             nothing_reason=wanted.nothing_reason,
             config_problems=wanted.problems,
             misplaces_pods=misplaces,
@@ -236,7 +250,5 @@ class Supervisor:
             self.last = current
 
 
-def _digest(plan: Plan | None) -> str | None:
-    if plan is None:
-        return None
+def _sha256(plan: Plan) -> str:
     return hashlib.sha256(plan.config_json().encode()).hexdigest()
