@@ -48,11 +48,12 @@ bench: $(STAMP) control-plane
 	$(BIN)/python bench/plan_bench.py
 	$(BIN)/python bench/agent_watch.py
 
-## bench-lab: the lab benchmarks into bench/reports/: interference (~15 min), restart gap (~50 min), CPU limit (~5 min)
+## bench-lab: the lab benchmarks into bench/reports/: interference (~15 min), restart gap (~50 min), CPU limit (~5 min), observation overhead on the host and in the guest (~30 min)
 bench-lab: $(STAMP) scx-layered
 	$(BIN)/python bench/interference.py
 	$(BIN)/python bench/restart_gap.py
 	$(BIN)/python bench/cpu_limit.py
+	$(BIN)/python bench/observe_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -10,15 +10,20 @@ tracefs; under CI=true a machine without them fails this test with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from temper.host.psi import PressureReader
+from temper.host.threads import read_pod_threads
 from temper.lab.observe import find_cgroup2_root, host_root_view
 from temper.lab.proof import PODS
 
@@ -120,3 +125,42 @@ def test_a_five_second_trace_opens_and_summarises_per_tier(observed: dict) -> No
     for tier in ("critical", "low"):
         assert rows[tier]["count"] >= 20, rows[tier]
         assert 0 <= rows[tier]["p50_us"] <= rows[tier]["p99_us"] <= rows[tier]["max_us"]
+
+
+def test_cgroups_removed_mid_read_are_skipped_not_raised(tmp_path: Path) -> None:
+    """E2 against the real cgroup2: a pod cgroup whose containers are made and removed in a
+    loop (scx's cg_stress.sh pattern) while its threads and pressure are read in a loop."""
+    cgroups = cgroup2_root()
+    root = host_root_view(tmp_path, cgroups)
+    pod = cgroups / f"temper-e2-{os.getpid()}"
+    pod.mkdir()
+    stop = threading.Event()
+    churned = 0
+
+    def churn() -> None:
+        nonlocal churned
+        while not stop.is_set():
+            for name in ("a", "b", "c"):
+                with contextlib.suppress(OSError):
+                    (pod / name).mkdir()
+            for name in ("a", "b", "c"):
+                with contextlib.suppress(OSError):
+                    (pod / name).rmdir()
+            churned += 1
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    reads, pressure = 0, PressureReader(root)
+    try:
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            read_pod_threads(root, pod.name)
+            pressure.read_cgroup(f"{pod.name}/a")
+            reads += 1
+    finally:
+        stop.set()
+        worker.join()
+        pressure.close()
+        pod.rmdir()
+    assert reads > 100
+    assert churned > 100

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from builders import make_pod
+from temper.agent import observer as observer_module
 from temper.agent.observer import NodeView, Observer, ObserveSettings
 from temper.host.scxstats import STATS_SOCKET
 from temper.host.threads import CGROUP_DIR
@@ -628,3 +629,59 @@ def test_tier_of_threads_can_be_limited_to_some_tiers(
         202: Tier.BACKGROUND,
         301: Tier.NORMAL,
     }
+
+
+# -- reliability rows E4 and E5: many threads, pod churn ---------------------------------------
+
+
+def test_twenty_thousand_threads_cost_a_bounded_number_of_reads_and_memory(
+    host: FakeHost, observe: Callable[..., Observed]
+) -> None:
+    """E4: 20,000 threads (stress-ng-sized, as files) are found, but every round reads at most
+    its budget, keeps at most max_open threads' descriptors, and shows at most 20 of them."""
+    per_pod = 10_000
+    host.add_pod(API, {"app": range(1, per_pod + 1)})
+    host.add_pod(ETL, {"app": range(per_pod + 1, 2 * per_pod + 1)})
+    for tid in range(1, 2 * per_pod + 1):
+        host.thread(tid)
+    budget = 500
+    seen = observe(
+        node_view([API, ETL]),
+        ObserveSettings(sampling=SamplingSettings(budget_per_s=budget)),
+    )
+    seen.observer.reader.max_open = 1_000
+    before_fds = open_fds()
+    rounds = 5
+    seen.rounds(rounds)
+    snapshot = seen.observer.snapshot()
+    assert sum(t.threads for t in snapshot.tiers) == 2 * per_pod
+    assert snapshot.sampler.samples <= rounds * budget
+    assert snapshot.sampler.skipped > 0  # 10,000 critical threads want 10,000 reads a round
+    assert seen.observer.reader.open_threads <= 1_000
+    assert open_fds() - before_fds <= 2 * 1_000 + 10
+    assert len(snapshot.top_threads) <= 20
+    # Critical first: the background pod's threads wait while critical ones are due.
+    assert seen.tiers()[Tier.BACKGROUND].samples == 0
+
+
+def test_pod_churn_rediscovers_once_a_round_not_once_an_event(
+    host: FakeHost, observe: Callable[..., Observed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """E5: placements that change a hundred times between two rounds cost one discovery."""
+    three_pods(host)
+    seen = observe()
+    seen.rounds(1)
+    calls = 0
+    real = observer_module.read_pod_threads
+
+    def counting(root: Path, pod_path: str) -> object:
+        nonlocal calls
+        calls += 1
+        return real(root, pod_path)
+
+    monkeypatch.setattr(observer_module, "read_pod_threads", counting)
+    for churn in range(100):  # a hundred pod events land between two rounds
+        keep = PLAN.placements if churn % 2 else PLAN.placements[:-1]
+        seen.node.view = node_view(keep)
+    seen.rounds(1)
+    assert calls == len(seen.node.view.placements)  # one discovery of the latest placements

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from temper.agent.observer import Observer
 from temper.host.errors import HostError, TraceBusy
-from temper.host.tracefs import capture_sched_trace
+from temper.host.tracefs import TraceCapture, capture_sched_trace
 from temper.policy.errors import TraceRequestError
 from temper.policy.schedtrace import DEFAULT_SECONDS, check_trace_request, summarize_wake_to_run
 from temper.policy.tiers import Tier
@@ -31,12 +32,25 @@ from temper.serve.http import Request, Response, text
 MIB = 1024 * 1024
 
 
+Capture = Callable[..., TraceCapture]  # capture_sched_trace's signature
+
+
 class TraceService:
-    def __init__(self, tracefs: Path, out_dir: Path, observer: Observer, keep: int = 5) -> None:
+    """The `/trace` route. `capture` is `capture_sched_trace` unless a test gives a fake."""
+
+    def __init__(
+        self,
+        tracefs: Path,
+        out_dir: Path,
+        observer: Observer,
+        keep: int = 5,
+        capture: Capture = capture_sched_trace,
+    ) -> None:
         self.tracefs = tracefs
         self.out_dir = out_dir
         self.observer = observer
         self.keep = keep
+        self.capture = capture
 
     async def __call__(self, request: Request) -> Response:
         refused = _refusal(request)
@@ -63,7 +77,7 @@ class TraceService:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         out = self.out_dir / f"sched-{stamp}-{'-'.join(t.value for t in tiers)}.trace.txt"
-        capture = capture_sched_trace(
+        capture = self.capture(
             self.tracefs, out, seconds=seconds, max_bytes=max_bytes, pids=tier_of
         )
         with out.open(encoding="utf-8", errors="replace") as lines:

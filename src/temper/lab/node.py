@@ -55,7 +55,7 @@ from types import TracebackType
 from temper.host.podcgroups import PROCS_FILE
 from temper.lab.errors import LabError
 from temper.lab.processes import WorkloadProcess, await_ready, kill, release, spawn_workload
-from temper.lab.workload import COMM_MAX_BYTES, ThreadSpec, check_comm
+from temper.lab.workload import COMM_MAX_BYTES, WAKE_S, ThreadSpec, check_comm
 from temper.policy.cgroups import CgroupDriver, container_cgroup_path, pod_cgroup_path, qos_prefix
 from temper.policy.pods import Pod
 from temper.policy.tiers import QosClass
@@ -157,6 +157,7 @@ class Container:
     threads: tuple[Thread, ...] = ()
     spin_processes: int = 0
     spin_comm: str = ""
+    wake_s: float = WAKE_S  # how often its sleeping threads wake
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name == SANDBOX_NAME:
@@ -178,7 +179,7 @@ class Container:
 
     def workload_arguments(self) -> list[list[str]]:
         """The workload command-line arguments of each of this container's processes."""
-        main = [f"--comm={self.comm}"]
+        main = [f"--comm={self.comm}", f"--wake-s={self.wake_s}"]
         main += [f"--thread={ThreadSpec(t.comm, t.spin).argument}" for t in self.threads]
         spin = ThreadSpec(self.spin_comm or self.comm, spin=True)
         spinner = [f"--comm={self.comm}", f"--thread={spin.argument}"]

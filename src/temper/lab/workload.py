@@ -86,30 +86,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_comm(threading.get_native_id(), args.comm)
     if args.start_fd is not None and not os.read(args.start_fd, 1):
         return 0  # the parent gave up before placing us
-    failures = _start_threads(args.thread)
+    failures = _start_threads(args.thread, args.wake_s)
     if failures:
         print("workload: " + "; ".join(failures), file=sys.stderr, flush=True)
         os._exit(1)  # spinning daemon threads would stall a normal interpreter shutdown
     if args.ready_fd is not None:
         os.write(args.ready_fd, b"r")
         os.close(args.ready_fd)
-    _wait_for_end(args.start_fd)
+    _wait_for_end(args.start_fd, args.wake_s)
     return 0
 
 
-def _start_threads(specs: Sequence[ThreadSpec]) -> list[str]:
+def _start_threads(specs: Sequence[ThreadSpec], wake_s: float) -> list[str]:
     """Start the threads and wait until each has named itself; the failures, if any."""
     named = threading.Semaphore(0)
     failures: list[str] = []
     for spec in specs:
-        thread = threading.Thread(target=_run_thread, args=(spec, named, failures), daemon=True)
+        thread = threading.Thread(
+            target=_run_thread, args=(spec, wake_s, named, failures), daemon=True
+        )
         thread.start()
     for _ in specs:
         named.acquire()
     return failures
 
 
-def _run_thread(spec: ThreadSpec, named: threading.Semaphore, failures: list[str]) -> None:
+def _run_thread(
+    spec: ThreadSpec, wake_s: float, named: threading.Semaphore, failures: list[str]
+) -> None:
     try:
         set_comm(threading.get_native_id(), spec.comm)
     except OSError as exc:
@@ -121,20 +125,20 @@ def _run_thread(spec: ThreadSpec, named: threading.Semaphore, failures: list[str
         while True:
             pass
     while True:
-        time.sleep(WAKE_S)
+        time.sleep(wake_s)
 
 
-def _wait_for_end(lifeline_fd: int | None) -> None:
+def _wait_for_end(lifeline_fd: int | None, wake_s: float) -> None:
     """Wait until the lifeline closes (forever without one), then exit with every thread.
 
-    Like every sleeping thread here, the main thread wakes every `WAKE_S`.
+    Like every sleeping thread here, the main thread wakes every `wake_s`.
     """
     while True:
-        if lifeline_fd is not None and select.select([lifeline_fd], [], [], WAKE_S)[0]:
+        if lifeline_fd is not None and select.select([lifeline_fd], [], [], wake_s)[0]:
             if not os.read(lifeline_fd, 4096):
                 os._exit(0)  # spinning daemon threads would stall a normal interpreter shutdown
         elif lifeline_fd is None:
-            time.sleep(WAKE_S)
+            time.sleep(wake_s)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="COMM[:spin|:sleep]",
         help="start a thread with this comm that sleeps (default) or spins; repeatable",
+    )
+    parser.add_argument(
+        "--wake-s", type=float, default=WAKE_S, help=f"sleeping threads wake this often ({WAKE_S})"
     )
     parser.add_argument("--start-fd", type=int, help="wait for a byte here before the threads")
     parser.add_argument("--ready-fd", type=int, help="write a byte here once threads are named")
