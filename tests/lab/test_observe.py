@@ -66,7 +66,8 @@ def test_the_linter_judges_the_enforced_node(observed: dict) -> None:
     limits = verdicts["cpu-limit-not-enforced"]
     assert limits["verdict"] == "fail"
     assert any("shop/checkout" in e for e in limits["evidence"])
-    assert verdicts["protected-layer-at-ceiling"]["verdict"] in ("pass", "fail")
+    # Judged, not unknown: the layers' statistics came from scx_layered's socket.
+    assert verdicts["protected-layer-at-ceiling"]["verdict"] != "unknown"
 
 
 def test_the_linter_finds_the_planted_pinned_container(observed: dict) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,12 +127,21 @@ def parse_stat(tid: int, stat: bytes, schedstat: bytes) -> ThreadStat:
     )
 
 
+def default_max_open() -> int:
+    """Threads whose two files may stay open: what the process's open-file limit leaves after
+    a reserve for everything else, at most 4,096 (the agent lifts its soft limit at start)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(0, min(4096, (soft - 256) // 2))
+
+
 class ThreadReader:
     """Reads threads under host root `root`, keeping descriptors open for up to `max_open`."""
 
-    def __init__(self, root: Path, max_open: int = 2048) -> None:
+    def __init__(self, root: Path, max_open: int | None = None) -> None:
         self.proc = f"{root}/proc"
-        self.max_open = max_open
+        self.max_open = default_max_open() if max_open is None else max_open
         self._open: dict[int, tuple[int, int]] = {}  # tid -> (stat fd, schedstat fd)
 
     def read(self, tid: int) -> ThreadStat | None:

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -225,6 +226,8 @@ def _tasks(pid: int) -> list[int]:
 
 def measure_read_cost(tids: list[int], rounds: int = 20) -> dict[str, float]:
     """CPU microseconds per thread read: kept-open descriptors, and open/read/close."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # two files a thread, as the agent
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * len(tids))), hard))
     costs = {}
     for name, max_open in (("kept_open", len(tids)), ("open_read_close", 0)):
         reader = ThreadReader(Path("/"), max_open=max_open)

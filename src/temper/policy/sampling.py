@@ -26,7 +26,7 @@ Invariants (tests/unit/test_sampling.py)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from temper.policy.errors import InputError
@@ -83,8 +83,3 @@ def plan_round(
 
 def next_due(tier: Tier, sampled_at: float, settings: SamplingSettings) -> float:
     return sampled_at + settings.interval_s(tier)
-
-
-def covered(tiers: Iterable[Tier], settings: SamplingSettings) -> float:
-    """Reads per second needed to read every thread once per its interval."""
-    return sum(1 / settings.interval_s(tier) for tier in tiers)
