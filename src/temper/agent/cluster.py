@@ -70,7 +70,9 @@ class ClusterLink:
         self.node = node
         self.host_root = host_root
         self.report = report  # (event, fields): the agent's JSON log
-        self.publisher = NodePublisher(api, node, on_error=self.api_error("publish"))
+        self.publisher = NodePublisher(
+            api, node, on_error=self.api_error("publish"), on_ok=lambda: self.api_ok("publish")
+        )
         self.file = KillSwitchFile(state_dir)
         remembered = self.file.read()
         self.kill_switch: KillSwitch | None = (
@@ -90,6 +92,7 @@ class ClusterLink:
 
     async def watch_kill_switch(self, changed: Callable[[], None]) -> None:
         async for view in watch_node(self.api, self.node, on_error=self.api_error("node")):
+            self.api_ok("node")
             self._take(view)
             changed()
 
@@ -178,3 +181,7 @@ class ClusterLink:
                 self.report("api-error", {"watch": what, "reason": text})
 
         return note
+
+    def api_ok(self, what: str) -> None:
+        """`what` reached the API server again: the same error after this is news, logged."""
+        self._errors.pop(what, None)

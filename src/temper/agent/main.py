@@ -177,6 +177,8 @@ class Agent:
         async for snapshot in self.pods:
             for error in snapshot.errors:
                 _log("pod-source-error", reason=error)
+            if self.cluster is not None:
+                self.cluster.api_ok("pods")
             self.snapshot = snapshot
             self._pods_changed.set()
 

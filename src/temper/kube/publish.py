@@ -34,6 +34,7 @@ class NodePublisher:
         max_events: int = 100,
         min_interval_s: float = 1.0,
         on_error: Callable[[ApiError], None] | None = None,
+        on_ok: Callable[[], None] | None = None,
     ) -> None:
         self.api = api
         # At most one round of writes per interval: under pod churn the tier load changes with
@@ -43,6 +44,7 @@ class NodePublisher:
         self.node = node
         self.node_uid = ""
         self.on_error = on_error
+        self.on_ok = on_ok  # after each round that reached the API server
         self._wanted: dict[str, str] = {}
         self._applied: dict[str, str] | None = None
         self._events: collections.deque[dict[str, object]] = collections.deque(maxlen=max_events)
@@ -97,6 +99,8 @@ class NodePublisher:
             try:
                 await self.flush()
                 backoff.reset()
+                if self.on_ok is not None:
+                    self.on_ok()
                 await asyncio.sleep(self.min_interval_s)
             except ApiError as exc:
                 if self.on_error is not None:
