@@ -6,9 +6,12 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -220,3 +223,42 @@ def test_a_burst_of_pod_changes_is_planned_once(
         asyncio.run(run())
     planned = [json.loads(r.message) for r in caplog.records if '"planned"' in r.message]
     assert [p["pods"] for p in planned] == [20]
+
+
+@pytest.mark.parametrize(("observe", "status"), [(True, 200), (False, 503)])
+def test_observe_is_served_on_listen_and_answers_503_with_observation_off(
+    host: Path, tmp_path: Path, observe: bool, status: int
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def pods() -> AsyncIterator[PodSnapshot]:
+        yield PodSnapshot((), (), "empty")
+        await asyncio.sleep(3600)
+
+    def get(path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    async def run() -> tuple[int, int]:
+        config = AgentConfig(
+            pods_dir=tmp_path,
+            host_root=host,
+            state_dir=tmp_path / "state",
+            listen=("127.0.0.1", port),
+            observe=observe,
+        )
+        agent = Agent(config, synthetic_shape(1, 2, 2, 1), (), pods())
+        stop = asyncio.Event()
+        running = asyncio.create_task(agent.run(stop))
+        await asyncio.sleep(1.5)
+        answers = await asyncio.to_thread(get, "/observe"), await asyncio.to_thread(get, "/livez")
+        stop.set()
+        await running
+        return answers
+
+    assert asyncio.run(run()) == (status, 200)

@@ -53,6 +53,7 @@ from temper.policy.contract import OFF, KillSwitch
 from temper.policy.errors import PolicyError
 from temper.policy.lifecycle import ChildExit
 from temper.policy.machine import MachineShape
+from temper.policy.observe import Snapshot
 from temper.policy.planner import Plan, PlanSettings, needs_enforcement, plan_node
 from temper.policy.profiles import Profile
 from temper.policy.sampling import SamplingSettings
@@ -242,11 +243,15 @@ class Agent:
     async def _serve(self, host: str, port: int) -> None:
         tracefs = self.config.tracefs or self.config.host_root / "sys/kernel/tracing"
         trace = TraceService(tracefs, self.config.state_dir / "traces", self.observer)
-        routes = observe_routes(self.observer.snapshot, lambda: self.reconciled, {"/trace": trace})
+        routes = observe_routes(self._snapshot, lambda: self.reconciled, {"/trace": trace})
         try:
             await serve_http(host, port, routes, started=lambda bound: _log("serving", port=bound))
         except OSError as exc:  # enforcement goes on without its endpoints, loudly
             _log("serve-error", reason=f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+    def _snapshot(self) -> Snapshot | None:
+        """The newest observation; None with observation off (/observe answers 503)."""
+        return self.observer.snapshot() if self.config.observe else None
 
     def _node_view(self) -> NodeView:
         """What observation needs from the control loop, read at the start of each round."""
