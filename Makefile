@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo plan test test-fast check bench bench-lab scx-layered control-plane clean
+.PHONY: demo plan api test test-fast check bench bench-lab scx-layered control-plane clean
 
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -19,6 +19,10 @@ demo: $(STAMP) scx-layered
 ## plan: plan the bundled example node and print it as a table (seconds)
 plan: $(STAMP)
 	$(BIN)/temper plan --example --format table
+
+## api: regenerate the gRPC code in src/temper/api/v1 and docs/api.md from proto/; print the API fingerprint (seconds)
+api: $(STAMP)
+	$(BIN)/python scripts/gen-api
 
 ## scx-layered: build the pinned scx_layered into the cache outside the repo (cold: ~20 min)
 scx-layered:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from temper.agent.main import parse_config
+from temper.agent.config import AgentConfig, parse_config
 from temper.kubetest.controlplane import ControlPlane
 from temper.policy.tiers import RECOMMENDED_PRIORITY_CLASSES
 
@@ -43,6 +43,10 @@ API_AGENT = "chart-test-temper-agent"
 FIELD_MANAGER = "temper-chart-test"
 SCHEMA_ERROR = "values don't meet the specifications of the schema"
 POLICY_MESSAGE = "may change only the Node it runs on"
+TLS_SECRET_MESSAGE = "api.tls.secretName must name a kubernetes.io/tls Secret"
+TLS_DIR = "/etc/temper/api-tls"
+# The agent's API over TCP with mutual TLS, served from a Secret of the kind cert-manager writes.
+API_TLS = ("api.tls.enabled=true", "api.tls.secretName=agent-tls", "api.tls.port=9500")
 # Seconds the API server may take to start enforcing a newly created admission policy.
 POLICY_SYNC_S = 30.0
 
@@ -79,7 +83,7 @@ def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def helm_template(
-    helm: Path, *values: str, release: str = RELEASE
+    helm: Path, *values: str, release: str = RELEASE, flags: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     """`helm template` of the chart in NAMESPACE, with `--set` for each of `values`."""
     sets = [arg for value in values for arg in ("--set", value)]
@@ -93,6 +97,7 @@ def helm_template(
         "--kube-version",
         KUBE_VERSION,
         *sets,
+        *flags,
     )
 
 
@@ -118,6 +123,26 @@ def agent_container(objects: list[Manifest]) -> Manifest:
     assert [c["name"] for c in containers] == ["agent"]
     container: Manifest = containers[0]
     return container
+
+
+def flags_of(container: Manifest) -> dict[str, str]:
+    """The agent's command line after the program name, as flag -> value."""
+    command = container["command"]
+    assert command[0] == "temper-agent"
+    return dict(zip(command[1::2], command[2::2], strict=True))
+
+
+def agent_config(container: Manifest) -> AgentConfig:
+    """The agent's settings, parsed from the rendered command line as the agent would."""
+    argv = [arg.replace("$(NODE_NAME)", "node-a") for arg in container["command"][1:]]
+    return parse_config(argv, {})
+
+
+def mounts_and_volumes(objects: list[Manifest]) -> tuple[dict[str, Manifest], dict[str, Manifest]]:
+    """The agent's volume mounts by mount path, and the pod's volumes by name."""
+    pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
+    mounts = {mount["mountPath"]: mount for mount in agent_container(objects)["volumeMounts"]}
+    return mounts, {volume["name"]: volume for volume in pod["volumes"]}
 
 
 def object_path(obj: Manifest) -> str:
@@ -150,6 +175,11 @@ def test_lint_strict_passes(helm: Path) -> None:
         "observe.port=0",
         "observe.sampleBudgetPerS=0",
         "observe.listenAddress=my host",
+        "api.tls.port=0",
+        "api.tls.port=65536",
+        "api.group=",
+        "api.dataDir=var/lib/temper",
+        "api.tls.enabled=true",  # without a secretName
     ],
 )
 def test_schema_rejects_bad_values(helm: Path, bad_value: str) -> None:
@@ -204,10 +234,7 @@ def test_daemonset_runs_privileged_on_every_node(helm: Path) -> None:
 
 def test_agent_command_and_node_name(helm: Path) -> None:
     container = agent_container(render(helm, "agent.scxLayeredPath=/opt/scx/scx_layered"))
-    command = container["command"]
-    assert command[0] == "temper-agent"
-    flags = dict(zip(command[1::2], command[2::2], strict=True))
-    assert flags == {
+    assert flags_of(container) == {
         "--node-name": "$(NODE_NAME)",
         "--state-dir": "/run/temper",
         "--host-root": "/",
@@ -216,6 +243,8 @@ def test_agent_command_and_node_name(helm: Path) -> None:
         "--health-port": "9469",
         "--listen": "0.0.0.0:9479",
         "--sample-budget-per-s": "200",
+        "--data-dir": "/var/lib/temper",
+        "--api-group": "temper",
     }
     env = {item["name"]: item for item in container["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
@@ -223,9 +252,7 @@ def test_agent_command_and_node_name(helm: Path) -> None:
 
 def test_agent_accepts_its_command_line(helm: Path) -> None:
     """The flags the chart passes are ones the agent parses, to the values the chart meant."""
-    command = agent_container(render(helm))["command"]
-    argv = [arg.replace("$(NODE_NAME)", "node-a") for arg in command[1:]]
-    config = parse_config(argv, {})
+    config = agent_config(agent_container(render(helm)))
     assert config.node_name == "node-a"
     assert config.state_dir == Path("/run/temper")
     assert config.host_root == Path("/")
@@ -233,22 +260,106 @@ def test_agent_accepts_its_command_line(helm: Path) -> None:
     assert config.health_port == 9469
     assert config.listen == ("0.0.0.0", 9479)
     assert config.sample_budget_per_s == 200
+    assert config.data_dir == Path("/var/lib/temper")
+    assert config.api_enabled is True
+    assert config.api_socket is None  # the agent's default: <state-dir>/api.sock, on the host
+    assert config.api_group == "temper"
+    assert config.api_listen is None
 
 
 def test_host_mounts(helm: Path) -> None:
-    objects = render(helm)
-    pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
-    volumes = {volume["name"]: volume["hostPath"] for volume in pod["volumes"]}
-    mounts = {mount["mountPath"]: mount for mount in agent_container(objects)["volumeMounts"]}
+    mounts, volumes = mounts_and_volumes(render(helm))
     expected = {
         "/sys": {"path": "/sys", "type": "Directory"},
         "/sys/fs/cgroup": {"path": "/sys/fs/cgroup", "type": "Directory"},
         "/run/temper": {"path": "/run/temper", "type": "DirectoryOrCreate"},
+        "/var/lib/temper": {"path": "/var/lib/temper", "type": "DirectoryOrCreate"},
+        "/etc/group": {"path": "/etc/group", "type": "File"},
     }
     for mount_path, host_path in expected.items():
-        assert volumes[mounts[mount_path]["name"]] == host_path
-    assert mounts["/sys/fs/cgroup"]["readOnly"] is True
-    assert not mounts["/run/temper"].get("readOnly", False)
+        assert volumes[mounts[mount_path]["name"]]["hostPath"] == host_path
+    for read_only in ("/sys/fs/cgroup", "/etc/group"):
+        assert mounts[read_only]["readOnly"] is True
+    for writable in ("/run/temper", "/var/lib/temper"):
+        assert not mounts[writable].get("readOnly", False)
+
+
+# -- the API for temper-cli ---------------------------------------------------------------------
+
+
+def test_api_defaults_to_the_socket_only(helm: Path) -> None:
+    """The socket lands in the hostPath state dir; assignments and audit log on the host's disk."""
+    objects = render(helm, "api.dataDir=/data/temper")
+    container = agent_container(objects)
+    flags = flags_of(container)
+    assert flags["--data-dir"] == "/data/temper"
+    assert flags["--api-group"] == "temper"
+    assert not {"--api-socket", "--api-listen", "--api-tls-cert"} & flags.keys()
+    assert [port["name"] for port in container["ports"]] == ["health", "metrics"]
+    mounts, volumes = mounts_and_volumes(objects)
+    data = volumes[mounts["/data/temper"]["name"]]
+    assert data["hostPath"] == {"path": "/data/temper", "type": "DirectoryOrCreate"}
+    assert TLS_DIR not in mounts
+
+
+def test_api_disabled(helm: Path) -> None:
+    objects = render(helm, "api.enabled=false", *API_TLS)
+    container = agent_container(objects)
+    flags = flags_of(container)
+    assert flags["--api-socket"] == "off"
+    assert not {"--api-group", "--api-listen"} & flags.keys()
+    # The agent still reads the operator's assignments at start: they stay in force.
+    assert flags["--data-dir"] == "/var/lib/temper"
+    mounts, _ = mounts_and_volumes(objects)
+    assert "/var/lib/temper" in mounts
+    assert not {"/etc/group", TLS_DIR} & mounts.keys()
+    assert "api" not in [port["name"] for port in container["ports"]]
+    config = agent_config(container)
+    assert config.api_enabled is False
+    assert config.api_listen is None
+
+
+@pytest.mark.parametrize(("group", "expected"), [("1500", "1500"), ("none", None)])
+def test_api_group_by_number_or_root_only(helm: Path, group: str, expected: str | None) -> None:
+    """Only a group name needs the host's /etc/group; a GID or "none" is taken as it is."""
+    objects = render(helm, f"api.group={group}")
+    container = agent_container(objects)
+    assert flags_of(container)["--api-group"] == group
+    assert agent_config(container).api_group == expected
+    assert "/etc/group" not in mounts_and_volumes(objects)[0]
+
+
+def test_api_tls(helm: Path) -> None:
+    objects = render(helm, *API_TLS)
+    container = agent_container(objects)
+    flags = flags_of(container)
+    assert flags["--api-listen"] == "0.0.0.0:9500"
+    assert flags["--api-tls-cert"] == f"{TLS_DIR}/tls.crt"
+    assert flags["--api-tls-key"] == f"{TLS_DIR}/tls.key"
+    assert flags["--api-client-ca"] == f"{TLS_DIR}/ca.crt"
+    assert {"name": "api", "containerPort": 9500, "protocol": "TCP"} in container["ports"]
+    mounts, volumes = mounts_and_volumes(objects)
+    assert mounts[TLS_DIR]["readOnly"] is True
+    secret = volumes[mounts[TLS_DIR]["name"]]["secret"]
+    assert secret["secretName"] == "agent-tls"
+    assert secret["defaultMode"] == 0o400
+    assert [item["key"] for item in secret["items"]] == ["tls.crt", "tls.key", "ca.crt"]
+    assert all(item["path"] == item["key"] for item in secret["items"])
+    config = agent_config(container)
+    assert config.api_listen == ("0.0.0.0", 9500)
+    assert config.api_tls_cert == Path(TLS_DIR, "tls.crt")
+    assert config.api_tls_key == Path(TLS_DIR, "tls.key")
+    assert config.api_client_ca == Path(TLS_DIR, "ca.crt")
+
+
+def test_api_tls_without_secret_fails(helm: Path) -> None:
+    """The schema refuses it; with the schema skipped, the template still does, by name."""
+    checked = helm_template(helm, "api.tls.enabled=true")
+    assert checked.returncode != 0
+    assert SCHEMA_ERROR in checked.stderr
+    unchecked = helm_template(helm, "api.tls.enabled=true", flags=("--skip-schema-validation",))
+    assert unchecked.returncode != 0
+    assert TLS_SECRET_MESSAGE in unchecked.stderr
 
 
 def test_probes_use_the_health_port(helm: Path) -> None:
@@ -397,7 +508,9 @@ def apply(control_plane: ControlPlane, obj: Manifest, *, dry_run: bool) -> tuple
 
 
 @pytest.mark.parametrize(
-    "values", [(), ("rbac.restrictToOwnNode=false", "health.port=9100")], ids=["default", "alt"]
+    "values",
+    [(), ("rbac.restrictToOwnNode=false", "health.port=9100", "api.group=1500", *API_TLS)],
+    ids=["default", "alt"],
 )
 def test_server_side_dry_run(
     helm: Path, control_plane: ControlPlane, namespace: str, values: tuple[str, ...]

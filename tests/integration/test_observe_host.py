@@ -162,3 +162,22 @@ def test_cgroups_removed_mid_read_are_skipped_not_raised(tmp_path: Path) -> None
         pod.rmdir()
     assert reads > 100
     assert churned > 100
+
+
+def test_temper_cli_works_the_node_over_the_agents_socket(observed: dict) -> None:
+    """status, config, reload and a streamed trace through temper-cli, as root on the host
+    (the permission tests are in test_api.py). Without sched_ext the node stays refused."""
+    cli = observed["cli"]
+    for step in ("status", "diff", "reload", "status_after", "trace"):
+        assert cli[step]["exit"] == 0, (step, cli[step]["stderr"])
+    status = cli["status"]["answer"]
+    assert status["mode"] == "refused"
+    assert status["kernel_gate"]["passed"] is False
+    assert "sched_ext" in status["kernel_gate"]["reason"]
+    assert cli["reload"]["answer"]["mode"] == "refused"  # a reload cannot make it enforce
+    tiers = {t["tier"] for t in status["tiers"]}
+    assert {"TIER_CRITICAL", "TIER_LOW"} <= tiers
+    trace = cli["trace"]["answer"]
+    assert int(trace["size_bytes"]) == cli["trace_file_bytes"] > 0
+    rows = {row["tier"]: row for row in trace["wake_to_run"]}
+    assert int(rows["TIER_CRITICAL"]["count"]) >= 20, rows

@@ -96,3 +96,26 @@ def test_a_five_second_trace_in_the_guest(observed: dict) -> None:
     rows = {row["tier"]: row for row in trace["wake_to_run"]}
     assert rows["critical"]["count"] >= 20, rows
     assert rows["low"]["count"] >= 20, rows
+
+
+def test_temper_cli_reloads_and_captures_a_trace_in_the_guest(observed: dict) -> None:
+    """An operator's session through temper-cli on the agent's socket, scx_layered enforcing."""
+    cli = observed["cli"]
+    for step in ("status", "diff", "reload", "status_after", "trace"):
+        assert cli[step]["exit"] == 0, (step, cli[step]["stderr"])
+    before = cli["status"]["answer"]
+    assert before["mode"] == "enforcing"
+    assert before["scheduler"]["ours"] is True
+    reload = cli["reload"]["answer"]
+    assert reload["mode"] == "enforcing", reload
+    # The reload replaced the scheduler: the kernel enabled exactly one more instance.
+    assert int(reload["enable_seq"]) == int(before["scheduler"]["enable_seq"]) + 1
+    after = cli["status_after"]["answer"]
+    assert after["scheduler"]["ours"] is True
+    assert after["config_sha256"] == before["config_sha256"]  # the same plan, restarted
+    assert not cli["diff"]["answer"].get("diff")  # running what was planned
+    trace = cli["trace"]["answer"]
+    assert int(trace["size_bytes"]) == cli["trace_file_bytes"] > 0  # streamed whole
+    rows = {row["tier"]: row for row in trace["wake_to_run"]}
+    assert int(rows["TIER_CRITICAL"]["count"]) >= 20, rows
+    assert int(rows["TIER_LOW"]["count"]) >= 20, rows

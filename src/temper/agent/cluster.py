@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -119,6 +119,17 @@ class ClusterLink:
         self._updated = rfc3339()
         warning = transition.mode in (Mode.REFUSED, Mode.PARKED)
         self.publisher.event(_EVENT_REASONS[mode], transition.reason, warning=warning)
+
+    def audit(self, record: Mapping[str, object]) -> None:
+        """An operator's call through the API, as an Event on the Node."""
+        caller = record.get("caller") or {}
+        who = caller.get("user") or caller.get("subject") if isinstance(caller, dict) else None
+        outcome = record.get("outcome")
+        message = f"{record.get('method')} by {who or 'unknown'}: {outcome}"
+        details = record.get("message") or record.get("request")
+        if details:
+            message += f" ({details})"
+        self.publisher.event("TemperOperatorAction", message[:1024], warning=outcome != "OK")
 
     def publish(self, supervisor: Supervisor, plan: Plan | None) -> None:
         """Ask for the current state and tier load to be on the Node (CPU use as last sampled)."""

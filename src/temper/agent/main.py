@@ -23,32 +23,33 @@ scheduler and exits 0. Each mode transition is logged as one JSON line with its 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
 import os
-import re
 import resource
 import signal
 import sys
 import time
-import tomllib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from temper import __version__
+from temper.agent.config import AgentConfig, parse_config
+from temper.agent.control import NodeControl
 from temper.agent.observer import NodeView, Observer, ObserveSettings
 from temper.agent.supervisor import Supervisor, SupervisorSettings, Transition, Wanted
 from temper.agent.tracing import TraceService
 from temper.host.errors import HostError
 from temper.host.files import read_profiles
 from temper.host.machine import read_machine_shape
+from temper.host.operator import AssignmentFile, AuditLog
+from temper.host.peercred import group_id
 from temper.host.podsource import PodSnapshot, watch_pod_dir
 from temper.host.scheduler import SchedulerCommand, check_scheduler
-from temper.policy.cgroups import CgroupDriver
+from temper.policy.assignments import PodKey, planner_assignments
 from temper.policy.contract import OFF, KillSwitch
 from temper.policy.errors import PolicyError
 from temper.policy.lifecycle import ChildExit
@@ -58,6 +59,9 @@ from temper.policy.planner import Plan, PlanSettings, needs_enforcement, plan_no
 from temper.policy.profiles import Profile
 from temper.policy.sampling import SamplingSettings
 from temper.policy.scx import SCHEDULER_FLAGS
+from temper.policy.tiers import Tier
+from temper.serve.api import AgentService, TlsFiles, serve_api
+from temper.serve.callers import AllowList, UnixFront
 from temper.serve.endpoints import observe_routes, probe_routes
 from temper.serve.http import serve_http
 
@@ -65,45 +69,7 @@ if TYPE_CHECKING:  # the API client takes seconds to import; standalone agents n
     from temper.agent.cluster import ClusterLink
 
 log = logging.getLogger("temper.agent")
-_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 EXIT_LINES = 15  # of a scheduler's last output, logged when it ends: its exit reason and dump head
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    pods_dir: Path | None = None  # standalone: pods from manifest files
-    node_name: str | None = None  # in a cluster: pods and kill switch from the API server
-    kubeconfig: Path | None = None  # None in a cluster: the pod's service account
-    health_port: int = 0  # /livez and /readyz on this port, all addresses; 0: none
-    # /metrics, /observe, POST /trace and the probes. Loopback by default: the chart opens it
-    # to in-cluster scrapers on purpose. None: off.
-    listen: tuple[str, int] | None = ("127.0.0.1", 9479)
-    # Thread reads per second at most (temper.policy.sampling): ~10 us each.
-    sample_budget_per_s: float = 200.0
-    observe: bool = True  # False: no sampling, pressure or linter (benchmarks' baseline)
-    tracefs: Path | None = None  # default: <host_root>/sys/kernel/tracing
-    host_root: Path = Path("/")
-    state_dir: Path = Path("/run/temper")
-    scx_layered: Path = Path("scx_layered")
-    cgroup_driver: CgroupDriver = CgroupDriver.SYSTEMD
-    profiles: tuple[Path, ...] = ()
-    # Pod events arrive in bursts (a rollout, a node drain); planning once after the burst
-    # settles avoids restarting the scheduler for each pod.
-    coalesce_s: float = 1.0
-    # How often the kernel's truth is re-read when no pod changed: a foreign scheduler, a
-    # SysRq-S or a crashed child is noticed within this.
-    interval_s: float = 2.0
-    # How long scx_layered may take to attach before the start counts as a failure: under a
-    # second on real hardware, up to ~35 s in the single-threaded TCG lab.
-    start_timeout_s: float = 60.0
-    # A watch silent this long is opened again: it may hang without closing (a quiet cluster
-    # is silent too, so a reopen is routine, not an error).
-    watch_read_timeout_s: float = 120.0
-    # How long a first start waits for the kill switch when nothing was remembered, before it
-    # decides on "not known" (safe mode) and says so.
-    kill_switch_wait_s: float = 10.0
-    # How often the tier load's CPU use is sampled and published.
-    publish_interval_s: float = 15.0
 
 
 class Agent:
@@ -114,6 +80,8 @@ class Agent:
         profiles: Sequence[Profile],
         pods: AsyncIterator[PodSnapshot],
         cluster: ClusterLink | None = None,
+        *,
+        assignments: Mapping[PodKey, Tier] | None = None,
     ):
         self.config = config
         self.shape = shape
@@ -135,10 +103,15 @@ class Agent:
         self.plan: Plan | None = None  # the newest plan that planned, enforced or not
         self.wanted = Wanted(None, nothing_reason="no pod list yet")
         self.reconciled = False  # a first decision was made (readiness)
+        self.assignments = dict(assignments or {})  # the operator's, as kept in the data dir
+        self._enforce = asyncio.Lock()  # one supervisor step at a time: the loop's or a reload's
         sampling = SamplingSettings(budget_per_s=config.sample_budget_per_s)
         self.observer = Observer(
             config.host_root, shape, self._node_view, ObserveSettings(sampling=sampling)
         )
+        tracefs = config.tracefs or config.host_root / "sys/kernel/tracing"
+        self.traces = TraceService(tracefs, config.state_dir / "traces", self.observer)
+        self.control: NodeControl | None = None  # with the API
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -162,10 +135,14 @@ class Agent:
                     jobs.append(tasks.create_task(self._health(), name="health"))
                 if self.config.listen is not None:
                     jobs.append(tasks.create_task(self._serve(*self.config.listen), name="serve"))
+                if self.config.api_enabled:
+                    jobs.append(tasks.create_task(self._api(), name="api"))
                 await stop.wait()
                 for job in jobs:
                     job.cancel()
         finally:
+            if self.control is not None:
+                self.control.reloads.cancel()
             await self.supervisor.stop()
             _log("stopped", reason="agent shutting down; node on the stock scheduler")
             if self.cluster is not None:
@@ -195,22 +172,44 @@ class Agent:
     def _replan(self) -> None:
         """Plan the newest snapshot now; enforcement picks the plan up on its next step."""
         started = time.perf_counter()
-        pods = self.snapshot.pods if self.snapshot else ()
         try:
-            plan = plan_node(pods, self.shape, self.profiles, self.settings)
+            self._take(self.plan_with(self.assignments))
         except PolicyError as exc:
             self.wanted = Wanted(None, problems=(str(exc),))
-        else:
-            self.plan = plan
-            self.wanted = Wanted(plan if needs_enforcement(plan) else None)
         _log(
             "planned",
-            pods=len(pods),
+            pods=len(self.snapshot.pods) if self.snapshot else 0,
             took_ms=round((time.perf_counter() - started) * 1000, 2),
             enforce=self.wanted.plan is not None,
         )
         if self.cluster is not None:
             self.cluster.publish(self.supervisor, self.plan)
+
+    def plan_with(self, assignments: Mapping[PodKey, Tier]) -> Plan:
+        """The newest snapshot planned with `assignments`; PolicyError when it cannot be."""
+        pods = self.snapshot.pods if self.snapshot else ()
+        return plan_node(
+            pods, self.shape, self.profiles, self.settings, planner_assignments(assignments)
+        )
+
+    def adopt(self, assignments: Mapping[PodKey, Tier], plan: Plan) -> None:
+        """Take an operator's changed assignments and the plan made with them."""
+        self.assignments = dict(assignments)
+        self._take(plan)
+        _log("assignments", count=len(self.assignments))
+        if self.cluster is not None:
+            self.cluster.publish(self.supervisor, self.plan)
+        self.changed.set()
+
+    async def reload(self) -> None:
+        """Plan again and restart the scheduler now (an operator's `temper-cli reload`)."""
+        self._replan()
+        async with self._enforce:
+            await self.supervisor.reconcile(self.wanted, self.kill_switch(), reload=True)
+
+    def _take(self, plan: Plan) -> None:
+        self.plan = plan
+        self.wanted = Wanted(plan if needs_enforcement(plan) else None)
 
     async def _reconcile(self) -> None:
         while self.snapshot is None:  # the first pod list, before anything is decided
@@ -221,7 +220,8 @@ class Agent:
                 await asyncio.wait_for(self.cluster.known.wait(), self.config.kill_switch_wait_s)
         while True:
             self.changed.clear()
-            await self.supervisor.reconcile(self.wanted, self.kill_switch())
+            async with self._enforce:
+                await self.supervisor.reconcile(self.wanted, self.kill_switch())
             self.reconciled = True
             if self.cluster is not None:
                 self.cluster.publish(self.supervisor, self.plan)
@@ -241,13 +241,40 @@ class Agent:
         await serve_http("0.0.0.0", self.config.health_port, routes)
 
     async def _serve(self, host: str, port: int) -> None:
-        tracefs = self.config.tracefs or self.config.host_root / "sys/kernel/tracing"
-        trace = TraceService(tracefs, self.config.state_dir / "traces", self.observer)
-        routes = observe_routes(self._snapshot, lambda: self.reconciled, {"/trace": trace})
+        routes = observe_routes(self._snapshot, lambda: self.reconciled, {"/trace": self.traces})
         try:
             await serve_http(host, port, routes, started=lambda bound: _log("serving", port=bound))
         except OSError as exc:  # enforcement goes on without its endpoints, loudly
             _log("serve-error", reason=f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+    async def _api(self) -> None:
+        """The gRPC API for temper-cli; enforcement goes on without it if it cannot start."""
+        config = self.config
+        node = config.node_name or os.uname().nodename
+        store = AssignmentFile(config.data_dir)
+        self.control = NodeControl(self, store, self.traces, node, __version__)
+        allow = AllowList(
+            config.api_group, group_id(config.api_group) if config.api_group else None
+        )
+        audit = AuditLog(config.data_dir)
+        try:
+            front = UnixFront(config.api_socket or config.state_dir / "api.sock")
+            tls = _api_tls(config)
+            service = AgentService(self.control, front, allow, lambda r: self._audit(audit, r))
+            await serve_api(
+                service,
+                front,
+                tls,
+                lambda where: _log("api", serving=where, allowed=allow.describe()),
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            _log("api-error", reason=f"cannot serve the API: {exc}")
+
+    def _audit(self, audit: AuditLog, record: dict[str, object]) -> None:
+        audit.write(record)
+        _log("audit", **record)
+        if self.cluster is not None:
+            self.cluster.audit(record)
 
     def _snapshot(self) -> Snapshot | None:
         """The newest observation; None with observation off (/observe answers 503)."""
@@ -276,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse_config(argv, os.environ)
         shape = read_machine_shape(config.host_root)
         profiles = read_profiles(config.profiles)
+        # A damaged file stops the start: the agent must not guess which pods an operator placed.
+        assignments = AssignmentFile(config.data_dir).read()
         check_scheduler(str(config.scx_layered))
         _raise_open_files_limit()
     except (HostError, PolicyError, ValueError) as exc:
@@ -283,28 +312,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     source = f"node {config.node_name}" if config.node_name else f"pods from {config.pods_dir}"
     _log("starting", reason=f"machine: {shape.describe()}; {source}")
-    return asyncio.run(_run(config, shape, profiles))
+    return asyncio.run(_run(Parts(config, shape, tuple(profiles), assignments)))
 
 
-async def _run(config: AgentConfig, shape: MachineShape, profiles: Sequence[Profile]) -> int:
+@dataclass(frozen=True)
+class Parts:
+    """What the agent is built from, read before its event loop starts."""
+
+    config: AgentConfig
+    shape: MachineShape
+    profiles: tuple[Profile, ...]
+    assignments: Mapping[PodKey, Tier]
+
+    def agent(self, pods: AsyncIterator[PodSnapshot], cluster: ClusterLink | None = None) -> Agent:
+        return Agent(
+            self.config, self.shape, self.profiles, pods, cluster, assignments=self.assignments
+        )
+
+
+async def _run(parts: Parts) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    config = parts.config
     if config.node_name is None:
         assert config.pods_dir is not None
-        await Agent(config, shape, profiles, watch_pod_dir(config.pods_dir)).run(stop)
+        await parts.agent(watch_pod_dir(config.pods_dir)).run(stop)
         return 0
-    return await _run_in_cluster(config, shape, profiles, stop)
+    return await _run_in_cluster(parts, stop)
 
 
-async def _run_in_cluster(
-    config: AgentConfig, shape: MachineShape, profiles: Sequence[Profile], stop: asyncio.Event
-) -> int:
+async def _run_in_cluster(parts: Parts, stop: asyncio.Event) -> int:
     from temper.agent.cluster import ClusterLink  # noqa: PLC0415 (slow import, cluster only)
     from temper.kube.api import ApiError, KubeApi, Timeouts, load_config  # noqa: PLC0415
     from temper.kube.podwatch import watch_node_pods  # noqa: PLC0415
 
+    config = parts.config
     assert config.node_name is not None
     try:
         timeouts = Timeouts(watch_read_s=config.watch_read_timeout_s)
@@ -321,139 +365,21 @@ async def _run_in_cluster(
             report=lambda event, fields: _log(event, **fields),
         )
         pods = watch_node_pods(api, config.node_name, on_error=cluster.api_error("pods"))
-        await Agent(config, shape, profiles, pods, cluster).run(stop)
+        await parts.agent(pods, cluster).run(stop)
     finally:
         await api.close()
     return 0
 
 
-_FLAGS: dict[str, str] = {
-    "node_name": "this node's name: pods and the kill switch come from the API server",
-    "kubeconfig": "kubeconfig file for the API server (default: the pod's service account)",
-    "pods_dir": "directory of pod manifests (JSON/YAML with metadata.uid), watched for changes",
-    "health_port": "serve /livez and /readyz on this port (default: off)",
-    "host_root": "root of the host: its /sys, /proc and /boot (default /)",
-    "state_dir": "where the running scx_layered config is written (default /run/temper)",
-    "scx_layered": "the scx_layered binary (default: scx_layered on PATH)",
-    "cgroup_driver": "the kubelet's cgroup driver: systemd (default) or cgroupfs",
-    "start_timeout_s": "seconds scx_layered may take to attach (default 60)",
-    "watch_read_timeout_s": "seconds of silence after which an API watch is reopened (default 120)",
-    "listen": "serve /metrics, /observe and POST /trace on HOST:PORT (default 127.0.0.1:9479; "
-    "'off': none)",
-    "sample_budget_per_s": "thread samples per second at most (default 200)",
-    "tracefs": "where tracefs is mounted (default <host-root>/sys/kernel/tracing)",
-    "observe": "on (default) or off: sample threads, read pressure and run the linter",
-}
-
-
-def parse_config(argv: Sequence[str] | None, env: dict[str, str] | os._Environ[str]) -> AgentConfig:
-    """Flags over environment (TEMPER_<NAME>) over config file over defaults."""
-    parser = argparse.ArgumentParser(prog="temper-agent", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, help="TOML file with any of the settings below")
-    for name, help_text in _FLAGS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", help=help_text)
-    parser.add_argument("--profile", action="append", help="workload profile TOML; repeatable")
-    args = parser.parse_args(argv)
-    config_path = args.config or (Path(env["TEMPER_CONFIG"]) if "TEMPER_CONFIG" in env else None)
-    values = _read_config_file(config_path) if config_path else {}
-    for name, plain in (("node_name", "NODE_NAME"), ("kubeconfig", "KUBECONFIG")):
-        if plain in env:
-            values[name] = env[plain]
-    for name in (*_FLAGS, "profile"):
-        env_value = env.get(f"TEMPER_{name.upper()}")
-        if env_value is not None:
-            values[name] = env_value.split(",") if name == "profile" else env_value
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
-    if ("pods_dir" in values) == ("node_name" in values):
-        parser.error(
-            "give exactly one pod source: --node-name (in a cluster; or NODE_NAME) or "
-            "--pods-dir (standalone)"
-        )
-    return _build_config(values)
-
-
-def _read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read config file: {exc}") from exc
-    unknown = set(data) - {*_FLAGS, "profile"}
-    if unknown:
-        raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
-    return dict(data)
-
-
-def _build_config(values: dict[str, Any]) -> AgentConfig:
-    profiles = values.get("profile") or []
-    kubeconfig = values.get("kubeconfig")
-    return AgentConfig(
-        pods_dir=Path(values["pods_dir"]) if "pods_dir" in values else None,
-        node_name=_node_name(values.get("node_name")),
-        kubeconfig=Path(kubeconfig) if kubeconfig else None,
-        health_port=_port(values.get("health_port", 0)),
-        host_root=Path(values.get("host_root", "/")),
-        state_dir=Path(values.get("state_dir", "/run/temper")),
-        scx_layered=Path(values.get("scx_layered", "scx_layered")),
-        cgroup_driver=CgroupDriver(values.get("cgroup_driver", "systemd")),
-        profiles=tuple(Path(p) for p in profiles),
-        start_timeout_s=float(values.get("start_timeout_s", 60.0)),
-        watch_read_timeout_s=_positive(
-            "watch_read_timeout_s", values.get("watch_read_timeout_s", 120)
-        ),
-        listen=_listen(values.get("listen", "127.0.0.1:9479")),
-        sample_budget_per_s=_positive(
-            "sample_budget_per_s", values.get("sample_budget_per_s", 200)
-        ),
-        tracefs=Path(values["tracefs"]) if values.get("tracefs") else None,
-        observe=_on_off("observe", values.get("observe", "on")),
-    )
-
-
-def _on_off(name: str, value: object) -> bool:
-    text = str(value).strip().lower()
-    if text not in ("on", "off", "true", "false"):
-        raise ValueError(f"{name} must be on or off, not {value!r}")
-    return text in ("on", "true")
-
-
-def _listen(value: object) -> tuple[str, int] | None:
-    text = str(value).strip()
-    if text == "off":
+def _api_tls(config: AgentConfig) -> tuple[str, int, TlsFiles] | None:
+    if config.api_listen is None:
         return None
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"listen address {text!r} is not HOST:PORT (or 'off')")
-    return host.strip("[]"), _port(port)
-
-
-def _node_name(value: object) -> str | None:
-    if value is None:
-        return None
-    name = str(value).strip()
-    if not name or len(name) > 253 or not _NODE_NAME.fullmatch(name):
-        raise ValueError(f"node name {value!r} is not a valid Kubernetes node name")
-    return name
-
-
-def _positive(name: str, value: object) -> float:
-    try:
-        number = float(str(value))
-    except ValueError:
-        raise ValueError(f"{name} {value!r} is not a number") from None
-    if not number > 0:
-        raise ValueError(f"{name} must be positive, got {number}")
-    return number
-
-
-def _port(value: object) -> int:
-    try:
-        port = int(str(value))
-    except ValueError:
-        raise ValueError(f"port {value!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is outside 0-65535")
-    return port
+    # parse_config refuses --api-listen without all three files
+    assert config.api_tls_cert is not None
+    assert config.api_tls_key is not None
+    assert config.api_client_ca is not None
+    host, port = config.api_listen
+    return host, port, TlsFiles(config.api_tls_cert, config.api_tls_key, config.api_client_ca)
 
 
 def _raise_open_files_limit() -> None:

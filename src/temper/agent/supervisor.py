@@ -100,11 +100,14 @@ class Supervisor:
         self.kill_switch: KillSwitch | None = OFF
         self._digests: list[tuple[Plan, str]] = []
 
-    async def reconcile(self, wanted: Wanted, kill_switch: KillSwitch | None = OFF) -> Decision:
-        """One step: observe, decide, act. `kill_switch` None: not known (never loads)."""
+    async def reconcile(
+        self, wanted: Wanted, kill_switch: KillSwitch | None = OFF, *, reload: bool = False
+    ) -> Decision:
+        """One step: observe, decide, act. `kill_switch` None: not known (never loads).
+        `reload`: restart a running scheduler even if its config is still right."""
         self.kill_switch = kill_switch
         await self._reap()
-        decision = self.lifecycle.step(self._observe(wanted))
+        decision = self.lifecycle.step(self._observe(wanted, reload=reload))
         self._report(decision)
         if decision.action in (Action.START, Action.REPLACE) and wanted.plan is not None:
             await self._start(wanted.plan, replace=decision.action is Action.REPLACE)
@@ -118,7 +121,7 @@ class Supervisor:
 
     def running_digest(self) -> str | None:
         """The sha256 of the config our running scheduler was given."""
-        return self._digest(self.running_plan)
+        return self.digest(self.running_plan)
 
     async def stop(self) -> None:
         """Stop our child, escalating; afterwards the kernel runs no scheduler of ours."""
@@ -133,7 +136,7 @@ class Supervisor:
             trigger_sysrq_reset(self.host_root)
         self.attached_seq = None
 
-    def _digest(self, plan: Plan | None) -> str | None:
+    def digest(self, plan: Plan | None) -> str | None:
         """The sha256 of the plan's config, remembered for the last two plans: a reconcile
         every 2 s would otherwise render both configs again (measured: most of an idle
         agent's CPU with 50 pods, bench/reports/observe-overhead.md)."""
@@ -146,7 +149,7 @@ class Supervisor:
         self._digests = [(plan, digest), *self._digests[:1]]
         return digest
 
-    def _observe(self, wanted: Wanted) -> Observation:
+    def _observe(self, wanted: Wanted, *, reload: bool = False) -> Observation:
         status = read_sched_ext(self.host_root)
         if self.child is not None and status.is_ours():
             self.attached_seq = status.enable_seq  # re-attached in process (CPU hotplug)
@@ -165,12 +168,13 @@ class Supervisor:
             kernel_state=status.state.value,
             kernel_ops=status.ops,
             child_running=self.child is not None,
-            child_config=self._digest(running),
+            child_config=self.digest(running),
             child_exit=exit_,
-            wanted_config=self._digest(wanted.plan),
+            wanted_config=self.digest(wanted.plan),
             nothing_reason=wanted.nothing_reason,
             config_problems=wanted.problems,
             misplaces_pods=misplaces,
+            reload_requested=reload,
         )
 
     async def _reap(self) -> None:

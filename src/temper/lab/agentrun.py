@@ -16,7 +16,8 @@ AGENT_LOG = "agent.log"
 
 
 def agent_argv(work: Path, scx_layered: Path, profiles: Sequence[Path] = ()) -> list[str]:
-    """temper-agent over `work/pods`, writing its config under `work/state`."""
+    """temper-agent over `work/pods`, writing its config under `work/state` and its API's
+    assignments and audit log under `work/data`; its API socket is `work/state/api.sock`."""
     argv = [
         sys.executable,
         "-m",
@@ -25,6 +26,8 @@ def agent_argv(work: Path, scx_layered: Path, profiles: Sequence[Path] = ()) -> 
         str(work / "pods"),
         "--state-dir",
         str(work / "state"),
+        "--data-dir",
+        str(work / "data"),
         "--scx-layered",
         str(scx_layered),
         "--start-timeout-s",

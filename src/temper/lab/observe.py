@@ -12,8 +12,10 @@ The same program runs in two places, so both show the same thing:
 It starts the lab's pods (`temper.lab.proof.PODS`, all five tiers, threads that wake every
 50 ms), the agent with `--listen` on a free loopback port, waits until every pod's threads are
 sampled and the linter has judged the settled mode, then reads `/observe` and `/metrics`, asks
-`POST /trace` for a capture of the critical and low tiers, and writes everything to `--out` as
-JSON for the test to check. Tracefs is mounted at `--tracefs` when it is not already.
+`POST /trace` for a capture of the critical and low tiers. Then it works the node as an
+operator would, through `temper-cli` on the agent's socket: status, the config diff, a reload,
+and a trace capture streamed to a file. Everything goes to `--out` as JSON for the test to
+check. Tracefs is mounted at `--tracefs` when it is not already.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         try:
             result.update(observe(f"http://127.0.0.1:{port}", args.enforce, args.trace_seconds))
-        except (OSError, TimeoutError, ValueError) as exc:
+            result["cli"] = operate(work, args.trace_seconds)
+        except (OSError, TimeoutError, ValueError, subprocess.SubprocessError) as exc:
             result["error"] = f"{type(exc).__name__}: {exc}"
         finally:
             result["agent_exit"] = stop_agent(agent)
@@ -119,6 +122,32 @@ def observe(base: str, enforce: bool, trace_seconds: float) -> dict[str, Any]:
         "trace": trace,
         "trace_head": head,
     }
+
+
+def operate(work: Path, trace_seconds: float) -> dict[str, Any]:
+    """temper-cli against the running agent: each command's exit code and JSON answer, and
+    the size of the trace file it wrote."""
+    trace_file = work / "cli-trace.txt"
+    steps = {
+        "status": ["status"],
+        "diff": ["config", "show", "--diff"],
+        "reload": ["reload"],
+        "status_after": ["status"],
+        "trace": ["trace", "capture", "--tier", "critical", "--tier", "low", "--seconds",
+                  f"{trace_seconds:g}", "-o", str(trace_file)],
+    }  # fmt: skip
+    done: dict[str, Any] = {}
+    for name, args in steps.items():
+        argv = [sys.executable, "-m", "temper.cli.agentctl", "--json"]
+        argv += ["--socket", str(work / "state" / "api.sock"), *args]
+        answer = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        done[name] = {
+            "exit": answer.returncode,
+            "answer": json.loads(answer.stdout) if answer.returncode == 0 else None,
+            "stderr": answer.stderr[-2000:],
+        }
+    done["trace_file_bytes"] = trace_file.stat().st_size if trace_file.exists() else None
+    return done
 
 
 def pin(cgroup_root: Path, container_path: str) -> str | None:

@@ -89,6 +89,7 @@ class Observation:
     nothing_reason: str = "no pod on this node has a Temper tier"
     config_problems: tuple[str, ...] = ()  # why the newest config was rejected
     misplaces_pods: bool = False  # the running config would put some pod in the wrong tier
+    reload_requested: bool = False  # an operator asked for a restart (temper-cli reload)
 
     @property
     def foreign(self) -> bool:
@@ -219,6 +220,10 @@ class Lifecycle:
         if obs.child_config != obs.wanted_config and obs.misplaces_pods:
             reason = "the running config would misplace pods; replacing it"
             return Decision(Mode.ENFORCING, reason, Action.REPLACE)
+        if obs.reload_requested:
+            return Decision(
+                Mode.ENFORCING, "reload requested; replacing the scheduler", Action.REPLACE
+            )
         return Decision(Mode.ENFORCING, "scx_layered is loaded and places every pod")
 
     def _detached(self, obs: Observation) -> Decision:

@@ -1,0 +1,68 @@
+"""Who is on the other end of a unix socket, as the kernel recorded it at connect().
+
+`SO_PEERCRED` gives the peer's pid, uid and gid; `SO_PEERGROUPS` (Linux 4.13) its supplementary
+groups. Neither can be forged by the peer, unlike anything it sends. gRPC does not expose them
+(grpc/grpc#15511, #28755: its local credentials never call SO_PEERCRED), so the agent's API
+front (`temper.serve.callers`) reads them here, on the accepted socket, before any byte of the
+call is read.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import socket
+import struct
+from dataclasses import dataclass
+
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Python 3.11 lacks the constant
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_MAX_GROUPS = 65536  # NGROUPS_MAX on Linux
+
+
+@dataclass(frozen=True)
+class PeerCredentials:
+    pid: int
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+    def in_group(self, gid: int) -> bool:
+        return gid == self.gid or gid in self.groups
+
+
+def read_peer_credentials(sock: socket.socket) -> PeerCredentials:
+    """The credentials of a connected unix socket's peer. OSError when the kernel has none."""
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return PeerCredentials(pid, uid, gid, _peer_groups(sock))
+
+
+def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
+    size = 64 * 4
+    while True:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
+        except OSError as exc:  # ERANGE: more groups than room; grow and ask again
+            if exc.errno != 34 or size >= _MAX_GROUPS * 4:
+                raise
+            size *= 4
+            continue
+        return struct.unpack(f"{len(raw) // 4}I", raw)
+
+
+def user_name(uid: int) -> str:
+    """The user's name, or the number when it has none on this host."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def group_id(name_or_gid: str) -> int | None:
+    """A group's id from its name or number; None when the host has no such group name."""
+    if name_or_gid.isdigit():
+        return int(name_or_gid)
+    try:
+        return grp.getgrnam(name_or_gid).gr_gid
+    except KeyError:
+        return None
