@@ -8,6 +8,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -310,3 +311,33 @@ def test_tls_callers_need_a_certificate_from_the_configured_ca(tmp_path: Path) -
     finally:
         agent.stop()
         shutil.rmtree(agent.socket.parent, ignore_errors=True)
+
+
+HOLD_CONNECTIONS = """
+import socket, sys, time
+socks = [socket.socket(socket.AF_UNIX) for _ in range(17)]
+for s in socks:
+    s.connect(sys.argv[1])
+    s.settimeout(5)
+closed = sum(1 for s in socks if s.recv(64) == b"")
+print(closed, flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_one_user_cannot_take_every_connection(agent: ApiAgent) -> None:
+    """An unprivileged user may connect (and be refused), but holds at most 16 connections,
+    and root is served meanwhile."""
+    python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    holder = subprocess.Popen(
+        [*NOBODY, python, "-c", HOLD_CONNECTIONS, str(agent.socket), "10"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "1"  # the 17th was closed, 16 are held
+        assert cli_json(agent, "status")["mode"] == "enforcing"
+    finally:
+        holder.kill()
+        holder.communicate()

@@ -100,6 +100,7 @@ class AgentService(pb_grpc.AgentServicer):
         self.front = front
         self.allow = allow
         self.audit = audit
+        self._refusals = RefusalBudget()
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: Context) -> pb.Status:
         await self._admit(context, "GetStatus", request)
@@ -110,10 +111,9 @@ class AgentService(pb_grpc.AgentServicer):
         self, request: pb.AssignTierRequest, context: Context
     ) -> pb.AssignTierResponse:
         caller = await self._admit(context, "AssignTier", request)
-        act = _sync(lambda: _assign_args(request))
 
         async def assign() -> pb.AssignTierResponse:
-            return await self.control.assign_tier(*await act())
+            return await self.control.assign_tier(*_assign_args(request))
 
         return await self._answer(context, "AssignTier", request, caller, assign)
 
@@ -121,8 +121,11 @@ class AgentService(pb_grpc.AgentServicer):
         self, request: pb.ClearTierRequest, context: Context
     ) -> pb.ClearTierResponse:
         caller = await self._admit(context, "ClearTier", request)
-        act = lambda: self.control.clear_tier(pod_from_wire(request.pod))  # noqa: E731
-        return await self._answer(context, "ClearTier", request, caller, act)
+
+        async def clear() -> pb.ClearTierResponse:
+            return await self.control.clear_tier(pod_from_wire(request.pod))
+
+        return await self._answer(context, "ClearTier", request, caller, clear)
 
     async def Reload(self, request: pb.ReloadRequest, context: Context) -> pb.ReloadResponse:
         caller = await self._admit(context, "Reload", request)
@@ -169,16 +172,17 @@ class AgentService(pb_grpc.AgentServicer):
         return self.control.start_trace(tiers or list(Tier), duration_ms / 1000, max_mb << 20)
 
     async def _admit(self, context: Context, method: str, request: Message) -> Caller:
+        """The caller, when the allow-list admits it; else PERMISSION_DENIED, audited."""
         caller = self._caller(context)
-        refusal = (
-            self.allow.refusal(caller)
-            if caller is not None
-            else "calls must come through the agent's unix socket or TLS port"
-        )
-        if refusal is None and caller is not None:
-            return caller
-        self._audit(caller, method, request, "PERMISSION_DENIED", refusal or "")
-        await _abort(context, grpc.StatusCode.PERMISSION_DENIED, refusal or "")
+        refusal: str | None = "calls must come through the agent's unix socket or TLS port"
+        if caller is not None:
+            refusal = self.allow.refusal(caller)
+            if refusal is None:
+                return caller
+        assert refusal is not None
+        if self._refusals.take(time.monotonic()):
+            self._audit(caller, method, request, "PERMISSION_DENIED", refusal)
+        await _abort(context, grpc.StatusCode.PERMISSION_DENIED, refusal)
         raise AssertionError("unreachable")  # abort raises
 
     def _caller(self, context: Context) -> Caller | None:
@@ -218,9 +222,11 @@ class AgentService(pb_grpc.AgentServicer):
     def _audit(
         self, caller: Caller | None, method: str, request: Message, outcome: str, message: str
     ) -> None:
+        suppressed, self._refusals.suppressed = self._refusals.suppressed, 0
         self.audit(
             {
                 "ts": round(time.time(), 3),
+                **({"refusals_not_recorded": suppressed} if suppressed else {}),
                 "caller": caller.record() if caller is not None else {"via": "unknown"},
                 "method": method,
                 "request": text_format.MessageToString(request, as_one_line=True)[:512],
@@ -228,6 +234,27 @@ class AgentService(pb_grpc.AgentServicer):
                 "message": message[:512],
             }
         )
+
+
+class RefusalBudget:
+    """At most `per_minute` refused calls are written to the audit log each minute; the rest
+    are counted and the count goes with the next record. Anyone on the node may knock, and
+    without a bound a loop of refused calls would rotate the real records out of the log."""
+
+    def __init__(self, per_minute: int = 30) -> None:
+        self.per_minute = per_minute
+        self.suppressed = 0
+        self._window_start = -60.0
+        self._used = 0
+
+    def take(self, now_s: float) -> bool:
+        if now_s - self._window_start >= 60.0:
+            self._window_start, self._used = now_s, 0
+        if self._used < self.per_minute:
+            self._used += 1
+            return True
+        self.suppressed += 1
+        return False
 
 
 def _assign_args(request: pb.AssignTierRequest) -> tuple[PodKey, Tier]:

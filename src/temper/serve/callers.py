@@ -24,6 +24,7 @@ import os
 import secrets
 import socket
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,10 @@ from pathlib import Path
 from temper.host.peercred import PeerCredentials, read_peer_credentials, user_name
 
 log = logging.getLogger(__name__)
-MAX_CONNECTIONS = 64  # concurrent callers on the socket; more are closed at once
+# Concurrent connections on the socket, in all and from one uid other than root; more are
+# closed at once. The per-uid bound keeps one user's connections from locking root out.
+MAX_CONNECTIONS = 256
+MAX_CONNECTIONS_PER_UID = 16
 CHUNK = 64 * 1024
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path, less the terminating NUL
 
@@ -94,7 +98,7 @@ class UnixFront:
         self._private_dir = Path(tempfile.mkdtemp(prefix="temper-api-"))  # mode 0700
         self.private = self._private_dir / "grpc.sock"
         self._callers: dict[str, Caller] = {}
-        self._open = 0
+        self._open: Counter[int] = Counter()  # connections by uid
 
     def caller_of(self, peer: str) -> Caller | None:
         """The caller behind a gRPC peer string; None for a peer this front did not relay."""
@@ -121,22 +125,33 @@ class UnixFront:
                 self._private_dir.rmdir()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
-            writer.close()
-            return
-        self._open += 1
-        name = f"temper-api-{os.getpid()}-{secrets.token_hex(8)}"
         try:
             creds = read_peer_credentials(writer.get_extra_info("socket"))
-            self._callers[name] = Caller("unix", user_name(creds.uid), creds)
+        except OSError as exc:
+            log.warning("API connection without credentials: %s", exc.strerror or exc)
+            writer.close()
+            return
+        if self._full(creds.uid):
+            writer.close()
+            return
+        name = f"temper-api-{os.getpid()}-{secrets.token_hex(8)}"
+        self._open[creds.uid] += 1
+        self._callers[name] = Caller("unix", user_name(creds.uid), creds)
+        try:
             inner_reader, inner_writer = await _connect_as(name, self.private)
             await asyncio.gather(_pipe(reader, inner_writer), _pipe(inner_reader, writer))
         except OSError as exc:
             log.warning("API connection dropped: %s", exc.strerror or exc)
         finally:
-            self._open -= 1
+            self._open[creds.uid] -= 1
             self._callers.pop(name, None)
             writer.close()
+
+    def _full(self, uid: int) -> bool:
+        if uid == 0:
+            return False
+        total = sum(self._open.values())
+        return total >= MAX_CONNECTIONS or self._open[uid] >= MAX_CONNECTIONS_PER_UID
 
 
 async def _connect_as(name: str, path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
