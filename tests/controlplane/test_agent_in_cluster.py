@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -196,3 +198,33 @@ def test_cold_start_with_the_api_unreachable_loads_nothing(
         assert not (tmp_path / "state" / "kill-switch.json").exists()
     finally:
         agent.stop()
+
+
+def test_operator_actions_become_node_events(cluster: Cluster, agent_for: Any) -> None:
+    """temper-cli's changes are audited on the host and, in a cluster, as Events on the Node."""
+    node = cluster.create_node("ops")
+    pod = cluster.create_pod(node, priority_class="temper-normal")
+    agent = agent_for(node)
+    wait_until(lambda: agent.events("api"), 30, "the agent's API")
+    target = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+    wait_until(agent.enforcing, 30, "enforcing")
+    cli = [sys.executable, "-m", "temper.cli.agentctl", "--socket", str(agent.api_socket)]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    done = run("tier", "assign", target, "critical")
+    assert done.returncode == 0, done.stderr
+    assert run("tier", "clear", "work/nope").returncode == 5
+
+    def operator_events() -> list[dict[str, Any]]:
+        found = cluster.node_events(node)
+        return [e for e in found if e["reason"] == "TemperOperatorAction"]
+
+    wait_until(lambda: len(operator_events()) == 2, 30, "two TemperOperatorAction Events")
+    by_type = {e["type"]: e["message"] for e in operator_events()}
+    assert by_type["Normal"].startswith("AssignTier by root: OK")
+    assert target.split("/")[1] in by_type["Normal"]
+    assert by_type["Warning"].startswith("ClearTier by root: NOT_FOUND")

@@ -55,6 +55,7 @@ class AgentProcess:
                     "temper.agent.main",
                     *("--node-name", self.node, "--kubeconfig", str(self.kubeconfig)),
                     *("--host-root", str(self.host), "--state-dir", str(self.workdir / "state")),
+                    *("--data-dir", str(self.workdir / "data")),
                     *("--scx-layered", str(fake)),
                     *self.extra_args,
                 ],
@@ -72,6 +73,10 @@ class AgentProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+    @property
+    def api_socket(self) -> Path:
+        return self.workdir / "state" / "api.sock"
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         lines = self.log.read_text().splitlines() if self.log.exists() else []
