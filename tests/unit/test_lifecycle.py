@@ -197,3 +197,78 @@ def test_safety_invariants_hold_for_any_sequence(seq: list[Observation]) -> None
             assert not obs.config_problems
         if obs.foreign and not obs.child_running:
             assert decision.action is None
+
+
+# -- operator reloads (temper-cli reload) ---------------------------------------------------------
+
+
+def test_a_reload_replaces_our_scheduler_even_on_the_same_config() -> None:
+    assert RUNNING.child_config == RUNNING.wanted_config
+    decision = Lifecycle().step(replace(RUNNING, reload_requested=True))
+    assert (decision.mode, decision.action) == (Mode.ENFORCING, Action.REPLACE)
+    assert "reload requested" in decision.reason
+    unasked = Lifecycle().step(RUNNING)
+    assert (unasked.mode, unasked.action) == (Mode.ENFORCING, None)
+
+
+def test_a_reload_with_no_child_running_starts_as_before() -> None:
+    decision = Lifecycle().step(replace(READY, reload_requested=True))
+    assert decision == Lifecycle().step(READY)
+    assert (decision.mode, decision.action) == (Mode.STOCK, Action.START)
+
+
+def _parked() -> Lifecycle:
+    return Lifecycle(LifecycleSettings(max_failures=3), failures=[90.0, 95.0, 99.0])
+
+
+def _cooling() -> Lifecycle:
+    return Lifecycle(cooldown_until_s=RUNNING.now_s + 10)
+
+
+# (observation, memory) where a reload must load nothing: it decides as if nobody had asked.
+NO_RELOAD = {
+    "refused, idle": (replace(READY, gate_reasons=("no sched_ext",)), Lifecycle),
+    "refused, running": (replace(RUNNING, gate_reasons=("no sched_ext",)), Lifecycle),
+    "safe mode, idle": (replace(READY, kill_switch=True), Lifecycle),
+    "safe mode, running": (replace(RUNNING, kill_switch=True), Lifecycle),
+    "kill switch unknown": (replace(RUNNING, kill_switch=None), Lifecycle),
+    "foreign": (replace(READY, kernel_state="enabled", kernel_ops="lavd_1.0.3"), Lifecycle),
+    "mid-transition": (replace(RUNNING, kernel_state="enabling"), Lifecycle),
+    "parked": (RUNNING, _parked),
+    "sysrq cool-down": (RUNNING, _cooling),
+    "config rejected": (replace(RUNNING, config_problems=("17 layers",)), Lifecycle),
+    "nothing to enforce": (replace(RUNNING, wanted_config=None), Lifecycle),
+    "detached": (replace(RUNNING, kernel_state="disabled", kernel_ops=None), Lifecycle),
+}
+
+
+def test_a_reload_loads_nothing_when_the_node_must_not_enforce() -> None:
+    for situation, (obs, memory) in NO_RELOAD.items():
+        decision = memory().step(replace(obs, reload_requested=True))
+        assert decision == memory().step(obs), situation
+        assert decision.action in (None, Action.STOP), situation
+
+
+# Half of them with our scheduler loaded, where a reload has something to replace.
+reload_moments = observations | observations.map(
+    lambda o: replace(o, child_running=True, kernel_state="enabled", kernel_ops=OURS)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(observations, max_size=10), reload_moments)
+def test_a_reload_only_turns_a_quiet_enforcing_step_into_a_replace(
+    history: list[Observation], last: Observation
+) -> None:
+    plain, reloading = Lifecycle(), Lifecycle()
+    for obs in sorted(history, key=lambda o: o.now_s):
+        assert plain.step(obs) == reloading.step(obs)
+    last = replace(last, now_s=max([o.now_s for o in history], default=0.0) + last.now_s)
+    unasked = plain.step(last)
+    asked = reloading.step(replace(last, reload_requested=True))
+    quiet = (unasked.mode, unasked.action) == (Mode.ENFORCING, None)
+    replaces = quiet and last.ours and not last.config_problems
+    assert (asked != unasked) == replaces
+    if replaces:
+        assert (asked.mode, asked.action) == (Mode.ENFORCING, Action.REPLACE)
+        assert last.wanted_config is not None

@@ -73,6 +73,12 @@ class Coalescer(Generic[T]):
                 result = await self._work()
             except Exception as exc:
                 future.set_exception(exc)
+            except BaseException:  # cancelled (the agent stops): nobody is left waiting
+                future.cancel()
+                if self._next is not None:
+                    self._next.cancel()
+                    self._next = None
+                raise
             else:
                 future.set_result((result, count))
 

@@ -36,13 +36,17 @@ def write_file_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace `path` with `data`: the old content or the new, whatever happens midway."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    partial.unlink(missing_ok=True)  # a leftover keeps its own mode; O_EXCL gets ours
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(partial, path)
+        with os.fdopen(fd, "wb") as file:  # writes it all, however short each write
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     _sync_dir(path.parent)
 
 
@@ -66,7 +70,7 @@ class AssignmentFile:
             raise HostReadError(self.path, f"larger than {MAX_ASSIGNMENTS_BYTES} bytes")
         try:
             return parse_assignments(json.loads(raw), str(self.path))
-        except (ValueError, InputError) as exc:
+        except (ValueError, RecursionError, InputError) as exc:  # deep nesting: RecursionError
             raise HostReadError(self.path, f"damaged: {exc}") from exc
 
     def write(self, assignments: Mapping[PodKey, Tier]) -> None:

@@ -9,15 +9,17 @@ call is read.
 
 from __future__ import annotations
 
+import errno
 import grp
 import pwd
 import socket
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Python 3.11 lacks the constant
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-_MAX_GROUPS = 65536  # NGROUPS_MAX on Linux
+_MAX_BYTES = 1024  # the most CPython's getsockopt accepts
 
 
 @dataclass(frozen=True)
@@ -38,16 +40,23 @@ def read_peer_credentials(sock: socket.socket) -> PeerCredentials:
 
 
 def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
-    size = 64 * 4
-    while True:
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
-        except OSError as exc:  # ERANGE: more groups than room; grow and ask again
-            if exc.errno != 34 or size >= _MAX_GROUPS * 4:
-                raise
-            size *= 4
-            continue
-        return struct.unpack(f"{len(raw) // 4}I", raw)
+    """The peer's supplementary groups. CPython's getsockopt takes at most 1,024 bytes (256
+    groups); a peer in more is read from /proc (its pid named by the kernel, above)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, _MAX_BYTES)
+    except OSError as exc:
+        if exc.errno != errno.ERANGE:
+            raise
+        pid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        return _proc_groups(pid)
+    return struct.unpack(f"{len(raw) // 4}I", raw)
+
+
+def _proc_groups(pid: int) -> tuple[int, ...]:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Groups:"):
+            return tuple(int(g) for g in line.split()[1:])
+    return ()
 
 
 def user_name(uid: int) -> str:
@@ -60,7 +69,7 @@ def user_name(uid: int) -> str:
 
 def group_id(name_or_gid: str) -> int | None:
     """A group's id from its name or number; None when the host has no such group name."""
-    if name_or_gid.isdigit():
+    if name_or_gid.isdecimal() and name_or_gid.isascii():
         return int(name_or_gid)
     try:
         return grp.getgrnam(name_or_gid).gr_gid

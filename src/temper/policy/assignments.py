@@ -78,7 +78,10 @@ def parse_pod_key(text: str) -> PodKey:
 
 def parse_assignments(data: object, source: str) -> dict[PodKey, Tier]:
     """The persisted document `{"version": 1, "assignments": {"ns/name": "tier"}}`."""
-    if not isinstance(data, Mapping) or data.get("version") != FILE_VERSION:
+    if not isinstance(data, Mapping):
+        raise InputError(f"{source}: not a version {FILE_VERSION} assignments document")
+    version = data.get("version")
+    if type(version) is not int or version != FILE_VERSION:  # not True, not 1.0
         raise InputError(f"{source}: not a version {FILE_VERSION} assignments document")
     entries = data.get("assignments")
     if not isinstance(entries, Mapping):
