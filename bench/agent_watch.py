@@ -13,7 +13,9 @@ fake scx_layered child), as in the control-plane tests. It measures, from outsid
   counts the new number of pods. That covers the API server's write, the watch delivery,
   parsing and planning: what a user waits for.
 
-The baseline, in the same run: the same agent on a node with no pods, same cluster.
+The baselines, in the same run: the same agent on a node with no pods, same cluster; and the
+same agent on the measured node with its gRPC API off (`--api-socket off`), for the API's own
+memory and idle CPU.
 
     python bench/agent_watch.py [--nodes 20] [--pods-per-node 250] [--events 100] [--out DIR]
 
@@ -95,8 +97,10 @@ def populate(plane: ControlPlane, nodes: list[str], per_node: int) -> float:
 class Agent(AgentProcess):
     """The agent under measurement: its plans from the log, its memory and CPU from /proc."""
 
-    def __init__(self, workdir: Path, node: str, kubeconfig: Path) -> None:
-        super().__init__(workdir, node, kubeconfig, shape=synthetic_shape(1, 8, 2, 1))
+    def __init__(
+        self, workdir: Path, node: str, kubeconfig: Path, extra_args: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(workdir, node, kubeconfig, extra_args, shape=synthetic_shape(1, 8, 2, 1))
         self.start()
         assert self.process is not None
         self.pid = self.process.pid
@@ -182,13 +186,14 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         populate_s = populate(plane, nodes, args.pods_per_node)
         plane.ok("POST", "/api/v1/nodes", {"metadata": {"name": "empty-node"}})
         runs: dict[str, Any] = {}
-        for name, node, pods in (
-            ("baseline", "empty-node", 0),
-            ("agent", nodes[0], args.pods_per_node),
+        for name, node, pods, extra in (
+            ("baseline", "empty-node", 0, ()),
+            ("api_off", nodes[0], args.pods_per_node, ("--api-socket", "off")),
+            ("agent", nodes[0], args.pods_per_node, ()),
         ):
-            progress(f"{name}: agent on {node} ({pods} pods)")
+            progress(f"{name}: agent on {node} ({pods} pods) {' '.join(extra)}")
             (workdir / name).mkdir()
-            agent = Agent(workdir / name, node, plane.kubeconfig)
+            agent = Agent(workdir / name, node, plane.kubeconfig, extra)
             try:
                 started = time.monotonic()
                 agent.wait_planned(pods)
@@ -201,7 +206,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     "idle_millicpu": idle_cpu(agent, args.idle_s),
                     "memory_idle_kib": agent.memory_kib(),
                 }
-                if pods:
+                if name == "agent":
                     progress(f"{name}: {args.events} creates and {args.events} deletes")
                     run["events"] = event_latencies(plane, agent, node, pods, args.events)
                     run["memory_after_events_kib"] = agent.memory_kib()
@@ -243,7 +248,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def render_markdown(report: dict[str, Any]) -> str:
     cluster, runs = report["cluster"], report["runs"]
-    agent, baseline = runs["agent"], runs["baseline"]
+    agent, baseline, api_off = runs["agent"], runs["baseline"], runs["api_off"]
     e2p = report["event_to_plan_ms"]
     peak = report["peak_rss_mib"]
     rss_ratio = report["rss_mib"] / report["baseline_rss_mib"]
@@ -265,14 +270,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         "(16-CPU fake sysfs, the fake scx_layered child), measured from /proc.",
         "- Event to plan: a pod created (then deleted) on the node, one at a time; from just "
         "before the request to the agent's `planned` log line with the new pod count.",
-        "- Baseline in the same run: the same agent on the empty node.",
+        "- Baselines in the same run: the same agent on the empty node, and on the measured "
+        "node with its gRPC API off (`--api-socket off`).",
         "",
         "## Results",
         "",
         "| | pods on node | first plan (s) | RSS idle (MiB) | idle CPU (millicpu) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, run in (("baseline (empty node)", baseline), ("agent", agent)):
+    runs_shown = (
+        ("baseline (empty node)", baseline),
+        ("agent, API off", api_off),
+        ("agent", agent),
+    )
+    for name, run in runs_shown:
         lines.append(
             f"| {name} | {run['pods']} | {run['first_plan_s']} | "
             f"{run['memory_idle_kib']['VmRSS'] / 1024:.1f} | {run['idle_millicpu']} |"
@@ -302,6 +313,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- 250 pods cost {report['rss_mib'] - report['baseline_rss_mib']:.1f} MiB over the "
         f"empty-node baseline ({rss_ratio:.2f}x); the rest is the interpreter and the API "
         "client.",
+        f"- The gRPC API for temper-cli (grpcio loaded, its server idle) costs "
+        f"{_kib_delta_mib(agent, api_off):.1f} MiB of RSS and "
+        f"{agent['idle_millicpu'] - api_off['idle_millicpu']:.2f} millicpu idle: the agent "
+        "against the same agent with `--api-socket off`, which never loads grpcio, both idle "
+        "on the same node.",
         "",
         "## Caveats",
         "",
@@ -318,6 +334,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "would cut it under churn, at some latency.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _kib_delta_mib(run: dict[str, Any], other: dict[str, Any]) -> float:
+    return (run["memory_idle_kib"]["VmRSS"] - other["memory_idle_kib"]["VmRSS"]) / 1024
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING
 
 from temper import __version__
 from temper.agent.config import AgentConfig, parse_config
-from temper.agent.control import NodeControl
 from temper.agent.observer import NodeView, Observer, ObserveSettings
 from temper.agent.supervisor import Supervisor, SupervisorSettings, Transition, Wanted
 from temper.agent.tracing import TraceService
@@ -46,7 +45,6 @@ from temper.host.errors import HostError
 from temper.host.files import read_profiles
 from temper.host.machine import read_machine_shape
 from temper.host.operator import AssignmentFile, AuditLog
-from temper.host.peercred import group_id
 from temper.host.podsource import PodSnapshot, watch_pod_dir
 from temper.host.scheduler import SchedulerCommand, check_scheduler
 from temper.policy.assignments import PodKey, planner_assignments
@@ -60,13 +58,13 @@ from temper.policy.profiles import Profile
 from temper.policy.sampling import SamplingSettings
 from temper.policy.scx import SCHEDULER_FLAGS
 from temper.policy.tiers import Tier
-from temper.serve.api import AgentService, TlsFiles, serve_api
-from temper.serve.callers import AllowList, UnixFront
 from temper.serve.endpoints import observe_routes, probe_routes
 from temper.serve.http import serve_http
 
 if TYPE_CHECKING:  # the API client takes seconds to import; standalone agents never need it
     from temper.agent.cluster import ClusterLink
+    from temper.agent.control import NodeControl
+    from temper.serve.api import TlsFiles
 
 log = logging.getLogger("temper.agent")
 EXIT_LINES = 15  # of a scheduler's last output, logged when it ends: its exit reason and dump head
@@ -248,7 +246,14 @@ class Agent:
             _log("serve-error", reason=f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
     async def _api(self) -> None:
-        """The gRPC API for temper-cli; enforcement goes on without it if it cannot start."""
+        """The gRPC API for temper-cli; enforcement goes on without it if it cannot start.
+        grpcio is loaded here, not at start: with `--api-socket off` it costs nothing
+        (14.4 MiB of RSS otherwise, measured in bench/reports/agent-watch.md)."""
+        from temper.agent.control import NodeControl  # noqa: PLC0415
+        from temper.host.peercred import group_id  # noqa: PLC0415
+        from temper.serve.api import AgentService, serve_api  # noqa: PLC0415
+        from temper.serve.callers import AllowList, UnixFront  # noqa: PLC0415
+
         config = self.config
         node = config.node_name or os.uname().nodename
         store = AssignmentFile(config.data_dir)
@@ -372,6 +377,8 @@ async def _run_in_cluster(parts: Parts, stop: asyncio.Event) -> int:
 
 
 def _api_tls(config: AgentConfig) -> tuple[str, int, TlsFiles] | None:
+    from temper.serve.api import TlsFiles  # noqa: PLC0415
+
     if config.api_listen is None:
         return None
     # parse_config refuses --api-listen without all three files
