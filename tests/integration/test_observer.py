@@ -540,6 +540,22 @@ def test_a_running_critical_thread_outside_its_layers_cpus_fails_the_layer_rule(
     assert top.in_layer is (cpu in (0, 1))
 
 
+def test_one_sighting_outside_the_layer_is_counted_but_not_evidence(
+    host: FakeHost, observe: Callable[..., Observed], stats_server: StatsServer
+) -> None:
+    """A thread caught once outside its layer (mid-migration, or while the scheduler was
+    being enabled) and then never again is not a misplaced pod (seen in the lab: a pod's
+    pause process, running at its start)."""
+    host.add_pod(API, {"app": (101,)})
+    host.thread(101, state="R", cpu=2)
+    seen = observe(node_view(mode=Mode.ENFORCING, running_layers=PLAN.layers))
+    seen.until(2)  # the layers are known from the read at 0 s: one sample judged, outside
+    host.thread(101, state="S", cpu=2)  # asleep from then on
+    seen.until(10)
+    assert seen.tiers()[Tier.CRITICAL].outside_layer == 1
+    assert seen.rule("pod-wrong-layer").verdict is Verdict.PASS
+
+
 def test_without_the_stats_socket_the_layers_are_a_problem_and_nothing_is_judged(
     host: FakeHost, observe: Callable[..., Observed]
 ) -> None:

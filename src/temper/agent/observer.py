@@ -47,6 +47,9 @@ from temper.policy.tiers import Tier
 log = logging.getLogger("temper.agent")
 
 
+OUTSIDE_ONCE_MAX = 4096  # single sightings kept before the old ones are dropped
+
+
 @dataclass(frozen=True)
 class ObserveSettings:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
@@ -132,6 +135,9 @@ class Observer:
         self._other_on: dict[tuple[int, ...], tuple[int, str, Tier, int]] = {}
         self._smt: collections.deque[tuple[float, SmtShare]] = collections.deque(maxlen=200)
         self._outside: collections.deque[tuple[float, OutsideLayer]] = collections.deque(maxlen=200)
+        # Threads seen outside their layer once, by identity: when. Evidence needs a second
+        # sighting (see _check_layer).
+        self._outside_once: dict[object, float] = {}
         self._cpusets: tuple[ContainerCpuset, ...] = ()
         self._stalls: dict[Tier, collections.deque[float]] = {
             tier: collections.deque(maxlen=self.settings.stall_readings) for tier in Tier
@@ -302,25 +308,31 @@ class Observer:
         return self._placer.place(f"{thread.placement.cgroup_path}{thread.container}/", stat.comm)
 
     def _check_layer(self, thread: _Thread, stat: ThreadStat, now: float) -> bool:
-        """Whether a thread of a confined layer ran outside the CPUs its layer owns."""
+        """Whether a thread of a confined layer ran outside the CPUs its layer owns.
+
+        Every such sample is counted; it becomes linter evidence only when the same thread is
+        seen outside again within the evidence window. One sighting is not a placement: a
+        thread caught mid-migration, or running while the scheduler was being enabled (the
+        kernel lets every task run anywhere then), was seen once in the lab and never again."""
         layer = self._layer_of(thread, stat)
         if layer is None or layer.kind is not LayerKind.CONFINED:
             return False
         view = next((v for v in self.layers if v.name == layer.name), None)
         if view is None or not view.cpus or stat.last_cpu in view.cpus:
             return False
-        self._outside.append(
-            (
-                now,
-                OutsideLayer(
-                    thread.name(stat),
-                    thread.placement.tier,
-                    layer.name,
-                    stat.last_cpu,
-                    view.cpus,
-                ),
+        window_s = self.settings.evidence_window_s
+        first = self._outside_once.setdefault(stat.key, now)
+        if first != now and now - first <= window_s:
+            seen = OutsideLayer(
+                thread.name(stat), thread.placement.tier, layer.name, stat.last_cpu, view.cpus
             )
-        )
+            self._outside.append((now, seen))
+        elif first != now:  # the first sighting is too old to pair with: this one starts over
+            self._outside_once[stat.key] = now
+        if len(self._outside_once) > OUTSIDE_ONCE_MAX:
+            self._outside_once = {
+                key: at for key, at in self._outside_once.items() if now - at <= window_s
+            }
         return True
 
     def _check_core(self, thread: _Thread, stat: ThreadStat, now: float) -> Tier | None:
