@@ -61,7 +61,9 @@ from temper.policy.tiers import Tier
 from temper.serve.endpoints import observe_routes, probe_routes
 from temper.serve.http import serve_http
 
-if TYPE_CHECKING:  # the API client takes seconds to import; standalone agents never need it
+# Loaded only where used: the Kubernetes client takes seconds to import and standalone agents
+# never need it; grpcio (the agent's own API) is left out with --api-socket off.
+if TYPE_CHECKING:
     from temper.agent.cluster import ClusterLink
     from temper.agent.control import NodeControl
     from temper.serve.api import TlsFiles
