@@ -261,6 +261,7 @@ def test_a_member_of_the_api_group_is_allowed(agent: ApiAgent, nobody_python: li
 def test_the_cli_says_when_the_agent_is_not_running(tmp_path: Path) -> None:
     gone = make_agent(tmp_path)
     done = gone.cli("status")
+    shutil.rmtree(gone.socket.parent)
     assert done.returncode == 3
     assert "not listening" in done.stderr
     assert str(gone.socket) in done.stderr

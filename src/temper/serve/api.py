@@ -314,6 +314,19 @@ async def serve_api(
     started: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until cancelled: on the front's private socket, and on TCP with mutual TLS."""
+    try:
+        await _serve(service, front, tls, started)
+    finally:  # also when the server never started (unreadable TLS files, a bad address)
+        if front is not None:
+            front.remove_private()
+
+
+async def _serve(
+    service: AgentService,
+    front: UnixFront | None,
+    tls: tuple[str, int, TlsFiles] | None,
+    started: Callable[[str], None] | None,
+) -> None:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),

@@ -120,9 +120,14 @@ class UnixFront:
             server.close()
             with contextlib.suppress(OSError):
                 self.public.unlink()
-            with contextlib.suppress(OSError):
-                self.private.unlink()
-                self._private_dir.rmdir()
+            self.remove_private()
+
+    def remove_private(self) -> None:
+        """Remove the private socket and its directory; also when serving never began."""
+        with contextlib.suppress(OSError):
+            self.private.unlink()
+        with contextlib.suppress(OSError):
+            self._private_dir.rmdir()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
