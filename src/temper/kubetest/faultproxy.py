@@ -258,7 +258,8 @@ class FaultProxy:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=CALL_TIMEOUT_S),
             auto_decompress=False,  # bytes pass as the server sent them, gzip or not
         )
-        runner = web.ServerRunner(web.Server(self._handle), shutdown_timeout=2.0)
+        server = web.Server(self._handle)
+        runner = web.ServerRunner(server, shutdown_timeout=2.0)
         try:
             await runner.setup()
             sock = socket.socket()
@@ -274,8 +275,15 @@ class FaultProxy:
                 await asyncio.wait_for(self._stop.wait(), self.lifetime_s)
         finally:
             self._end_streams("")  # and wakes the held requests, which see the stop
+            for site in list(runner.sites):
+                await site.stop()  # no new connections from here
+            accepted = [conn.transport for conn in server.connections if conn.transport]
             await runner.cleanup()
             await self._session.close()
+            # A TLS close waits for the client's reply, which may never come; whatever is still
+            # open is cut now, or it would outlive the loop and be left to the garbage collector.
+            for transport in accepted:
+                transport.abort()
 
     def _serving_tls(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -367,6 +375,8 @@ class FaultProxy:
             return await self._pump(request, upstream, stream)
         finally:
             self._streams.discard(stream)
+            if upstream.connection is not None and upstream.connection.transport is not None:
+                upstream.connection.transport.abort()  # cut short: no TLS close left pending
             upstream.close()
 
     async def _pump(
