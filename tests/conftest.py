@@ -4,14 +4,19 @@
 `scx_layered`: the pinned scx_layered binary, built once into the cache outside the repo by
 `make scx-layered` (scripts/install-scx-layered). When it is missing, tests that need it fail
 with that instruction; they never skip.
+
+After each test module the garbage is collected, so a socket or file a module left open fails
+that module's last test (pytest reports the ResourceWarning in its teardown) rather than
+whichever later test the collector happens to run in.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,12 @@ from temper.host.fakesys import write_fake_sysfs
 from temper.policy.machine import synthetic_shape
 
 PodManifest = dict[str, Any]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_each_modules_garbage() -> Iterator[None]:
+    yield
+    gc.collect()
 
 
 @pytest.fixture
