@@ -181,3 +181,9 @@ def test_temper_cli_works_the_node_over_the_agents_socket(observed: dict) -> Non
     assert int(trace["size_bytes"]) == cli["trace_file_bytes"] > 0
     rows = {row["tier"]: row for row in trace["wake_to_run"]}
     assert int(rows["TIER_CRITICAL"]["count"]) >= 20, rows
+    audited = [(r["method"], r["outcome"], r["message"]) for r in cli["audit"]]
+    assert audited == [
+        ("Reload", "OK", ""),
+        ("CaptureTrace", "OK", "capture started"),
+        ("CaptureTrace", "OK", "capture finished"),
+    ]

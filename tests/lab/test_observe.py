@@ -119,3 +119,9 @@ def test_temper_cli_reloads_and_captures_a_trace_in_the_guest(observed: dict) ->
     rows = {row["tier"]: row for row in trace["wake_to_run"]}
     assert int(rows["TIER_CRITICAL"]["count"]) >= 20, rows
     assert int(rows["TIER_LOW"]["count"]) >= 20, rows
+    audited = [(r["method"], r["outcome"], r["message"]) for r in cli["audit"]]
+    assert audited == [
+        ("Reload", "OK", ""),
+        ("CaptureTrace", "OK", "capture started"),
+        ("CaptureTrace", "OK", "capture finished"),
+    ]

@@ -147,6 +147,9 @@ def operate(work: Path, trace_seconds: float) -> dict[str, Any]:
             "stderr": answer.stderr[-2000:],
         }
     done["trace_file_bytes"] = trace_file.stat().st_size if trace_file.exists() else None
+    audit = work / "data" / "audit.log"
+    lines = audit.read_text().splitlines() if audit.exists() else []
+    done["audit"] = [json.loads(line) for line in lines]
     return done
 
 

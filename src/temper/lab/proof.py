@@ -56,6 +56,7 @@ from temper.policy.tiers import QosClass
 
 ROOT = Path("/")
 WORK = Path("/run/temper-lab")
+FOREIGN_HOLD_S = 6.0  # three of the agent's kernel reads (--interval-s 2)
 # The bundled example profile: the checkout pod's "GC Thread" threads go to background.
 PROFILE = (files("temper") / "examples/node-a/profile.toml").read_bytes()
 
@@ -238,12 +239,13 @@ class Proof:
                 self.check("foreign scheduler left alone", False, "example did not attach")
                 return
             seq = read_sched_ext(ROOT).enable_seq
-            mark = len(log.read_text().splitlines())
+            mark = len(log.read_text())
             agent = self.start_agent()
-            time.sleep(15)
+            # Under TCG the agent takes 5-15 s to start; once it has said "foreign" it is given
+            # a few more of its kernel reads, in which it must still leave the scheduler be.
+            said_foreign = wait(lambda: '"mode": "foreign"' in log.read_text()[mark:], 120)
+            time.sleep(FOREIGN_HOLD_S)
             stop_agent(agent)
-            lines = log.read_text().splitlines()[mark:]
-            said_foreign = any('"mode": "foreign"' in line for line in lines)
             status = read_sched_ext(ROOT)
             untouched = status.state is SchedState.ENABLED and status.enable_seq == seq
             self.check(

@@ -145,18 +145,26 @@ class AgentService(pb_grpc.AgentServicer):
     async def CaptureTrace(
         self, request: pb.CaptureTraceRequest, context: Context
     ) -> AsyncIterator[pb.CaptureTraceReply]:
-        caller = await self._admit(context, "CaptureTrace", request)
-        run = await self._answer(
-            context, "CaptureTrace", request, caller, _sync(lambda: self._start_trace(request))
-        )
+        """Audited twice: when the capture starts, and when it ends (OK, its error, or
+        CANCELLED when the caller left first)."""
+        method = "CaptureTrace"
+        caller = await self._admit(context, method, request)
+        start = _sync(lambda: self._start_trace(request))
+        run = await self._answer(context, method, request, caller, start, done="capture started")
         duration_ms = round(run.duration_s * 1000)
         started = time.monotonic()
-        while not run.done.done():
-            await asyncio.wait({run.done}, timeout=PROGRESS_EVERY_S)
-            elapsed_ms = min(duration_ms, round((time.monotonic() - started) * 1000))
-            progress = pb.TraceProgress(elapsed_ms=elapsed_ms, duration_ms=duration_ms)
-            yield pb.CaptureTraceReply(progress=progress)
-        path, summary = await self._answer(context, "CaptureTrace", request, None, lambda: run.done)
+        try:
+            while not run.done.done():
+                await asyncio.wait({run.done}, timeout=PROGRESS_EVERY_S)
+                elapsed_ms = min(duration_ms, round((time.monotonic() - started) * 1000))
+                progress = pb.TraceProgress(elapsed_ms=elapsed_ms, duration_ms=duration_ms)
+                yield pb.CaptureTraceReply(progress=progress)
+            path, summary = await self._answer(
+                context, method, request, caller, lambda: run.done, done="capture finished"
+            )
+        except asyncio.CancelledError:
+            self._audit(caller, method, request, "CANCELLED", "the caller left before the end")
+            raise
         yield pb.CaptureTraceReply(summary=summary)
         for chunk in _chunks(path):
             yield pb.CaptureTraceReply(chunk=chunk)
@@ -199,8 +207,11 @@ class AgentService(pb_grpc.AgentServicer):
         request: Message,
         caller: Caller | None,
         act: Callable[[], Awaitable[T]],
+        *,
+        done: str = "",
     ) -> T:
-        """Run `act`; map our errors to statuses; audit when `caller` is given (mutating)."""
+        """Run `act`; map our errors to statuses; audit when `caller` is given (mutating), with
+        `done` as the message when it succeeded."""
         try:
             result = await act()
         except (InputError, TraceRequestError) as exc:
@@ -212,7 +223,7 @@ class AgentService(pb_grpc.AgentServicer):
             code, message = grpc.StatusCode.INTERNAL, "the agent failed this call; see its log"
         else:
             if caller is not None:
-                self._audit(caller, method, request, "OK", "")
+                self._audit(caller, method, request, "OK", done)
             return result
         if caller is not None:
             self._audit(caller, method, request, code.name, message)
