@@ -129,7 +129,9 @@ def test_tier_load_follows_a_hundred_pods_through_churn_410_and_an_outage(
         cluster.delete_pod(pod)
     pods = pods[3:] + make_pods(cluster, node, 4, start=300)
     wait_until(matches, 30, "tier load after a 30 s outage")
-    assert agent.enforcing()
+    # The new pods may need a new config: the replace's handover is a moment on the stock
+    # scheduler, so wait for scx_layered rather than look once.
+    wait_until(agent.enforcing, 15, "scx_layered enforcing after the outage")
     reasons = [e["reason"] for e in cluster.node_events(node)]
     assert "TemperEnforcing" in reasons, reasons
 

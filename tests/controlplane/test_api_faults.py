@@ -62,6 +62,16 @@ class Rig:
                 f"last api errors {errors}"
             ) from None
 
+    def caught_up(self, what: str) -> None:
+        """Wait for the tier load of `pods`, then for scx_layered to be ours again.
+
+        The pods added during the fault can make the running config misplace them, and the agent
+        then replaces the scheduler once it sees them: the handover leaves the node on the stock
+        scheduler for a moment (the restart gap), which a single look could land in.
+        """
+        self.wait_for_load(what)
+        wait_until(self.agent.enforcing, 15, f"scx_layered enforcing, {what}")
+
     def churn(self, start: int) -> None:
         """Delete three of the node's pods and add four, past the proxy."""
         for pod in self.pods[:3]:
@@ -173,8 +183,7 @@ def test_429_with_retry_after_is_honoured_and_nothing_is_lost(rig_for: Any) -> N
     errors = rig.api_errors("pods", began)
     assert any(reason.startswith("429") for reason in errors), errors
 
-    rig.wait_for_load("tier load after the 429s")
-    assert rig.agent.enforcing()
+    rig.caught_up("tier load after the 429s")
 
     # The same error after a recovery is news again, and is logged again. (A plain wait: the
     # churn above may still be replacing the scheduler, which `hold` would count as a drop.)
@@ -207,8 +216,7 @@ def test_500_and_503_bursts_back_off_and_nothing_is_lost(rig_for: Any) -> None:
     errors = rig.api_errors("pods", began)
     assert any(reason.startswith("500") for reason in errors), errors
 
-    rig.wait_for_load("tier load after the 500 and 503 bursts")
-    assert rig.agent.enforcing()
+    rig.caught_up("tier load after the 500 and 503 bursts")
 
 
 READ_TIMEOUT_S = 5
@@ -239,8 +247,7 @@ def test_a_silent_connection_is_noticed_and_the_watch_catches_up(rig_for: Any) -
     context = f"hang {began:.1f}-{ended:.1f}: {rig.agent.events('api-error')}"
     assert any("Timeout" in reason for reason in noticed), context
 
-    rig.wait_for_load("tier load after the hang")
-    assert rig.agent.enforcing()
+    rig.caught_up("tier load after the hang")
 
 
 def test_revoked_rbac_keeps_enforcing_and_catches_up_when_restored(
@@ -268,5 +275,4 @@ def test_revoked_rbac_keeps_enforcing_and_catches_up_when_restored(
     finally:
         apply(control_plane, binding)
 
-    rig.wait_for_load("tier load after the binding is back")
-    assert rig.agent.enforcing()
+    rig.caught_up("tier load after the binding is back")
