@@ -1,6 +1,6 @@
 """CPU limits: what a pod with a CPU limit and more runnable threads than it gets, stock vs Temper.
 
-Boots the lab's sched_ext kernel (2 vCPUs, single-threaded TCG) and runs
+Boots the lab's sched_ext kernel (2 vCPUs, the lab's TCG mode: docs/lab.md) and runs
 `python -m temper.lab.cpulimit` there (see its docstring).
 
     python bench/cpu_limit.py [--repeats N] [--duration-s S] [--scx-layered PATH] [--out DIR]
@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from temper.lab.guestjob import CPUS, REPO, pinned_scx_layered, run_module, write_report
+from temper.lab.guestjob import (
+    CPUS,
+    REPO,
+    pinned_scx_layered,
+    run_module,
+    tcg_mode,
+    write_report,
+)
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -30,7 +37,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Setup",
         "",
-        f"- Kernel `{report['kernel']}`, {CPUS} vCPUs (no SMT), single-threaded TCG.",
+        f"- Kernel `{report['kernel']}`, {CPUS} vCPUs (no SMT), {tcg_mode(report.get('vm', {}))}.",
         f"- Pod `capped`: Burstable, request {pod['request_millis']}m, limit "
         f"{pod['limit_millis']}m (pod cgroup `cpu.max` = `{pod['cpu_max']}`), tier normal by its "
         f"QoS class, running {guest['spinning_processes']} CPU-bound processes; beside it an "
@@ -101,7 +108,7 @@ def main() -> int:
         "benchmark": "cpu-limit",
         "date": time.strftime("%Y-%m-%d"),
         "kernel": job.kernel,
-        "vm": {"cpus": CPUS, "accel": "tcg"},
+        "vm": job.vm,
         "guest": job.report,
         "notes": notes(job.report),
         "guest_exit": job.returncode,

@@ -1,13 +1,16 @@
 """`make demo`: Temper's proof on this machine, end to end, in the sched_ext lab.
 
 Provisions what is missing (the lab kernel and QEMU; `make demo` builds scx_layered first),
-then runs the interference benchmark (`bench/interference.py`: alone, stock, stock_cpu_idle and
-temper, interleaved) and the restart-gap benchmark (`bench/restart_gap.py`) in the lab guest,
-prints a summary table, and writes the result as JSON to a path it prints last:
+then runs the interference benchmark (`bench/interference.py`: alone, alone_pinned, stock,
+stock_cpu_idle and temper, interleaved, for a light and a heavy LC profile) and the restart-gap
+benchmark (`bench/restart_gap.py`) in the lab guest, prints a summary table (figures, and each
+target's median per-repeat ratio with its range and verdict), and writes the result as JSON to
+a path it prints last:
 
-    {"kernel", "scheduler_ops", "vm": {"cpus", "accel"},
-     "scenarios": {name: {"lc_p50_us", "lc_p99_us", "lc_p999_us", "batch_ops_per_s",
-                          "cpu_util_pct"}},
+    {"kernel", "scheduler_ops", "vm": {"cpus", "accel", "qemu"},
+     "profiles": {profile: {"scenarios": {name: {"lc_p50_us", "lc_p99_us", "lc_p999_us",
+                                                 "lc_cpu_us_per_request", "batch_ops_per_s"}},
+                            "verdicts": {target: {"median", "min", "max", "met", "fragile"}}}},
      "restart_gap_ms": {"p50", "p99", "max"}, "caveats": [...]}
 
     python bench/demo.py [--repeats N] [--duration-s S] [--restarts N] [--out DIR]
@@ -28,7 +31,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SCENARIO_FIELDS = ("lc_p50_us", "lc_p99_us", "lc_p999_us", "batch_ops_per_s", "cpu_util_pct")
+SCENARIO_FIELDS = (
+    "lc_p50_us",
+    "lc_p99_us",
+    "lc_p999_us",
+    "lc_cpu_us_per_request",
+    "batch_ops_per_s",
+)
 
 
 def run_step(title: str, argv: list[str]) -> Path:
@@ -46,40 +55,62 @@ def run_step(title: str, argv: list[str]) -> Path:
 
 
 def summary(interference: dict[str, Any], gap: dict[str, Any]) -> dict[str, Any]:
+    vm = interference["vm"]
     return {
         "kernel": interference["kernel"],
         "scheduler_ops": interference["scheduler_ops"],
-        "vm": {"cpus": interference["vm"]["cpus"], "accel": interference["vm"]["accel"]},
-        "scenarios": {
-            name: {k: figures[k] for k in SCENARIO_FIELDS}
-            for name, figures in interference["scenarios"].items()
+        "vm": {"cpus": vm["cpus"], "accel": vm["accel"], "qemu": vm["qemu"]},
+        "profiles": {
+            name: {
+                "scenarios": {
+                    scenario: {k: figures[k] for k in SCENARIO_FIELDS}
+                    for scenario, figures in profile["scenarios"].items()
+                },
+                "verdicts": {
+                    target: {k: v[k] for k in ("median", "min", "max", "met", "fragile") if k in v}
+                    for target, v in profile["verdicts"].items()
+                },
+            }
+            for name, profile in interference["profiles"].items()
         },
-        "p99_ratio_to_alone": interference["p99_ratio_to_alone"],
         "restart_gap_ms": gap["restart_gap_ms"],
         "caveats": interference["caveats"] + gap["caveats"],
     }
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = ["scenario         p50 us    p99 us  p99.9 us  p99/alone  batch ops/s  CPU %"]
-    for name, f in result["scenarios"].items():
-        ratio = result["p99_ratio_to_alone"].get(name)
-        rows.append(
-            f"{name:<15} {f['lc_p50_us']:>7} {f['lc_p99_us']:>9} {f['lc_p999_us']:>9} "
-            f"{'' if ratio is None else f'{ratio:.2f}':>10} {f['batch_ops_per_s']:>12} "
-            f"{f['cpu_util_pct']:>6}"
-        )
+    rows = []
+    for name, profile in result["profiles"].items():
+        rows.append(f"LC profile {name}")
+        rows.append("  scenario          p50 us    p99 us  p99.9 us  CPU us/req  batch ops/s")
+        for scenario, f in profile["scenarios"].items():
+            rows.append(
+                f"  {scenario:<15} {f['lc_p50_us']:>8} {f['lc_p99_us']:>9} {f['lc_p999_us']:>9} "
+                f"{f['lc_cpu_us_per_request']:>11} {f['batch_ops_per_s']:>12}"
+            )
+        rows.append("  temper, median of per-repeat ratios (range): verdict")
+        for target, v in profile["verdicts"].items():
+            if v.get("median") is None:
+                continue
+            verdict = "met" if v["met"] else "MISSED"
+            fragile = ", one repeat decides" if v.get("fragile") else ""
+            rows.append(
+                f"    {target:<42} {v['median']:>7.2f} ({v['min']:.2f}-{v['max']:.2f}) "
+                f"{verdict}{fragile}"
+            )
     gap = result["restart_gap_ms"]
     rows.append(
         f"restart gap (idle guest): p50 {gap['p50']} ms, p99 {gap['p99']} ms, max {gap['max']} ms"
     )
-    rows.append(f"kernel {result['kernel']}, {result['vm']['cpus']} vCPUs, {result['vm']['accel']}")
+    vm = result["vm"]
+    rows.append(f"kernel {result['kernel']}, {vm['cpus']} vCPUs, {vm['qemu']}, {vm['accel']}")
     return "\n".join(rows)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
+    # Three interleaved repeats: the fewest whose median a single wild repeat cannot set.
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration-s", type=float, default=20.0)
     # Each replacement under TCG waits 40-110 s for the new instance's load: 5 keep the demo
     # short; bench/reports/restart-gap.md has the 20-restart figures.
@@ -90,7 +121,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     interference = run_step(
-        "interference benchmark (alone / stock / stock_cpu_idle / temper)",
+        "interference benchmark (alone, alone_pinned, stock, stock_cpu_idle, temper)",
         [
             python,
             str(REPO / "bench" / "interference.py"),

@@ -1,15 +1,20 @@
-"""Interference benchmark: LC tail latency beside CPU-bound batch, stock scheduler vs Temper.
+"""Interference benchmark: the critical pod's tail beside CPU-bound batch, stock vs Temper.
 
-Boots the lab's sched_ext kernel in QEMU (2 vCPUs, no SMT, single-threaded TCG) and runs
-`python -m temper.lab.interference` there (see its docstring for the workload and scenarios):
-an open-loop request/response LC pod (temper-critical, Guaranteed, 1 CPU) beside temper-low and
-temper-background batch pods that want twice the node's CPUs, under four interleaved scenarios,
-`alone`, `stock`, `stock_cpu_idle` and `temper` (temper-agent with the real scx_layered).
+Boots the lab's sched_ext kernel in QEMU (2 vCPUs, no SMT) and runs
+`python -m temper.lab.interference` there (its docstring has the workload and scenarios): two
+latency-critical profiles (`light`: a lone sleeper; `heavy`: four workers, bursts of four) in a
+temper-critical Guaranteed pod, beside temper-low and temper-background batch that wants twice
+the node's CPUs, under five interleaved scenarios: `alone`, `alone_pinned`, `stock`,
+`stock_cpu_idle` and `temper` (temper-agent with the real scx_layered), plus any `--variant`
+experiments.
 
-    python bench/interference.py [--repeats N] [--duration-s S] [--scx-layered PATH] [--out DIR]
+    python bench/interference.py [--repeats N] [--duration-s S] [--variant SPEC]...
+                                 [--scx-layered PATH] [--out DIR] [--render-only]
 
-Writes DIR/interference.json (figures, raw per-repeat figures, caveats) and DIR/interference.md
-(the report), and prints the JSON's path last. The target is temper's p99 within 1.2x of alone's.
+Writes DIR/interference.json (figures, per-repeat ratios, verdicts, caveats) and
+DIR/interference.md, and prints the JSON's path last. Verdicts are medians of per-repeat ratios
+(`temper.lab.verdict`). `--render-only` rewrites the markdown (and the figures block of
+docs/lab.md) from an existing JSON.
 """
 
 from __future__ import annotations
@@ -23,35 +28,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from temper.lab.guestjob import (
-    CORES,
-    CPUS,
-    MEMORY_MB,
-    THREADS,
-    pinned_scx_layered,
-    run_module,
-    write_report,
-)
+from temper.lab.errors import LabError
+from temper.lab.guestjob import pinned_scx_layered, run_module, write_report
+from temper.lab.variants import parse_variant
+from temper.lab.verdict import TARGETS, mean_of, profile_verdicts
 
 REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = ("alone", "stock", "stock_cpu_idle", "temper")
-BATCH_PODS = ("trainer", "etl")
-VM: dict[str, object] = {
-    "cpus": CPUS,
-    "cores": CORES,
-    "threads": THREADS,
-    "accel": "tcg",
-    "tcg_threads": "single",
-}
-TARGET_RATIO = 1.2
-VERDICT = {True: "met", False: "missed", None: "not measured"}
-HOLD_TEXT = "40 s"
+LAB_DOC = REPO / "docs" / "lab.md"
+SCENARIOS = ("alone", "alone_pinned", "stock", "stock_cpu_idle", "temper")
+FIGURES_BEGIN = "<!-- interference-figures: bench/interference.py --render-only -->"
+FIGURES_END = "<!-- /interference-figures -->"
+GUEST_TIMEOUT_S = 5400
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--duration-s", type=float, default=20.0)
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:LAYER.F=V,...")
     parser.add_argument(
         "--scx-layered",
         type=Path,
@@ -62,16 +56,19 @@ def main() -> int:
     parser.add_argument(
         "--render-only",
         action="store_true",
-        help="rewrite DIR/interference.md and the caveats from DIR/interference.json; no run",
+        help="rewrite DIR/interference.md and docs/lab.md's figures from DIR/interference.json",
     )
     args = parser.parse_args()
-    json_path = args.out / "interference.json"
     if args.render_only:
-        old = json.loads(json_path.read_text())
-        report = build_report(old, old["kernel"], old["guest_wall_s"], old["guest_exit"])
-        report["date"] = old["date"]
+        report = json.loads((args.out / "interference.json").read_text())
         write_report(args.out, "interference", report, render_markdown(report))
+        write_lab_figures(report)
         return 0
+    for spec in args.variant:
+        try:
+            parse_variant(spec)  # refused here, before a guest boots for it
+        except LabError as exc:
+            parser.error(str(exc))
     if args.scx_layered is None:
         pinned = os.environ.get("SCX_LAYERED")
         args.scx_layered = Path(pinned) if pinned else pinned_scx_layered()
@@ -83,373 +80,310 @@ def main() -> int:
             f"--scx-layered={args.scx_layered}",
             f"--repeats={args.repeats}",
             f"--duration-s={args.duration_s}",
+            *(f"--variant={v}" for v in args.variant),
         ],
-        timeout_s=1800,
+        timeout_s=GUEST_TIMEOUT_S,
     )
     if not job.report:
         print(f"the guest wrote no report (exit {job.returncode})", file=sys.stderr)
         return 1
-    report = build_report(job.report, job.kernel, job.wall_s, job.returncode)
+    print(f"the guest's raw figures: {job.guest_json}", file=sys.stderr)
+    report = build_report(job.report, job.kernel, job.wall_s, job.returncode, job.vm)
     write_report(args.out, "interference", report, render_markdown(report))
     return 0 if job.returncode == 0 else 1
 
 
 def build_report(
-    guest: dict[str, Any], release: str, wall_s: float, returncode: int
+    guest: dict[str, Any],
+    release: str,
+    wall_s: float,
+    returncode: int,
+    vm: dict[str, Any],
 ) -> dict[str, Any]:
-    scenarios = guest["scenarios"]
     runs = guest["runs"]
-    ratios = {name: s.get("p99_ratio_to_alone") for name, s in scenarios.items()}
-    per_repeat = {
-        name: [r["p99_ratio_to_alone"] for r in runs if r["scenario"] == name] for name in SCENARIOS
+    settings = guest["settings"]
+    cpus = int(vm["cpus"])
+    profiles = {}
+    for profile in settings["profiles"]:
+        profiles[profile] = {
+            "scenarios": scenario_figures(guest, profile, settings["scenarios"]),
+            "verdicts": profile_verdicts(runs, profile, cpus),
+        }
+    experiments = {
+        name: {p: profile_verdicts(runs, p, cpus, f"temper:{name}") for p in settings["profiles"]}
+        for name in settings.get("variants", {})
     }
     report: dict[str, Any] = {
         "benchmark": "interference",
         "date": time.strftime("%Y-%m-%d"),
         "kernel": guest.get("kernel", release),
         "scheduler_ops": guest.get("scheduler_ops") or "",
-        "vm": {**VM, "memory_mb": MEMORY_MB},
+        "vm": vm,
         "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
-        "settings": guest["settings"],
-        "scenarios": scenarios,
-        "p99_ratio_to_alone": ratios,
-        "p99_ratio_to_alone_per_repeat": per_repeat,
-        "target": {"temper_p99_ratio_max": TARGET_RATIO, "met": None},
+        "settings": settings,
+        "profiles": profiles,
+        "experiments": experiments,
+        "enforcement": enforcement(runs),
         "runs": runs,
         "facts": guest["facts"],
         "guest_exit": returncode,
         "guest_wall_s": round(wall_s, 1),
     }
-    temper_ratio = ratios.get("temper")
-    if temper_ratio is not None:
-        report["target"]["met"] = temper_ratio <= TARGET_RATIO
-    report["batch_use_of_free_cpu"] = batch_use_of_free_cpu(runs, VM["cpus"])
-    report["pod_cpus"] = mean_pod_cpus(runs)
     report["caveats"] = caveats(report)
     return report
 
 
-def batch_use_of_free_cpu(runs: list[dict[str, Any]], cpus: object) -> dict[str, Any]:
-    """How much of the CPU the critical layer does not own the batch pods kept busy.
-
-    Per temper repeat: the batch pods' CPU time (their cgroups' `cpu.stat`) over the phase's
-    wall time, over (node CPUs - CPUs the critical layer owned at the phase's end), in percent;
-    target at least 95. Above 100 means the batch also ran on the critical CPU while the LC pod
-    idled.
-    """
-    per_repeat = []
-    for r in runs:
-        pod_cpus = r.get("pod_cpus")
-        if r["scenario"] != "temper" or not pod_cpus:
+def scenario_figures(guest: dict[str, Any], profile: str, scenarios: list[str]) -> dict:
+    """Per scenario: percentiles pooled over repeats, and means of the per-phase figures."""
+    out = {}
+    for name in scenarios:
+        pooled = guest["pooled"].get(f"{name}/{profile}")
+        if pooled is None:
             continue
-        owned = (r.get("layers_at_end") or {}).get("critical", {}).get("cur_nr_cpus", 1)
-        free = int(str(cpus)) - owned
-        batch = sum(pod_cpus.get(name, 0.0) for name in BATCH_PODS)
-        per_repeat.append(
-            {
-                "repeat": r["repeat"],
-                "critical_cpus": owned,
-                "batch_cpus": round(batch, 3),
-                "pct_of_free": round(batch / free * 100, 1) if free > 0 else None,
-            }
-        )
-    values = [p["pct_of_free"] for p in per_repeat if p["pct_of_free"] is not None]
-    mean = round(sum(values) / len(values), 1) if values else None
-    return {
-        "per_repeat": per_repeat,
-        "mean_pct": mean,
-        "target_pct": 95,
-        "met": None if mean is None else mean >= 95,
-    }
-
-
-def mean_pod_cpus(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per scenario, each pod's mean CPUs used over the measured phases."""
-    out: dict[str, dict[str, float]] = {}
-    for name in SCENARIOS:
-        phases = [r["pod_cpus"] for r in runs if r["scenario"] == name and r.get("pod_cpus")]
-        pods = sorted({pod for phase in phases for pod in phase})
-        if phases:
-            out[name] = {
-                p: round(sum(x.get(p, 0.0) for x in phases) / len(phases), 3) for p in pods
-            }
+        runs = [r for r in guest["runs"] if r["scenario"] == name and r["profile"] == profile]
+        out[name] = {
+            **pooled,
+            "repeats": len(runs),
+            "lost": sum(r["lost"] for r in runs),
+            **{
+                metric: mean_of(guest["runs"], profile, name, metric)
+                for metric in ("lc_cpu_us_per_request", "batch_ops_per_s", "cpu_util_pct")
+            },
+            "pod_cpus": {
+                pod: round(sum(r["pod_cpus"][pod] for r in runs) / len(runs), 3)
+                for pod in runs[0]["pod_cpus"]
+            },
+        }
     return out
 
 
-def caveats(report: dict[str, Any]) -> list[str]:
-    s = report["scenarios"]
-    settings = report["settings"]
-    floor = report["facts"].get("idle_cpu_util_pct_all_started")
-    alone_cpu = s.get("alone", {}).get("cpu_util_pct")
-    per_request = "not measured"
-    if floor is not None and alone_cpu is not None:
-        rate = 1e6 / settings["period_us"]
-        cost_ms = (alone_cpu - floor) / 100 * report["vm"]["cpus"] / rate * 1e3
-        per_request = (
-            f"in `alone` the node was {alone_cpu}% busy against a {floor}% floor with every "
-            f"process started and idle, i.e. ~{cost_ms:.1f} ms of guest CPU per request"
-        )
-    notes = [
-        "Every figure was measured in a QEMU guest under TCG (software emulation), not on "
-        "hardware: absolute latencies and throughput are emulated time and are not comparable "
-        "to a real node's; only ratios between scenarios of this one run mean anything.",
-        "Single-threaded TCG (`-accel tcg,thread=single`, chosen because multi-threaded TCG "
-        "crashed this kernel intermittently) runs both vCPUs on ONE host thread, hence one host "
-        "core: the guest's two CPUs never run at the same instant, and TCG's round-robin between "
-        "vCPUs adds delay to every wake-up, even with the node otherwise idle (`alone`).",
-        f"The host has {report['host']['cpus']} cores and was not otherwise isolated; "
-        "run-to-run noise in a TCG guest is large (DESIGN.md section 7), so the scenarios are "
-        "interleaved in each repeat (order rotated by one per repeat) and per-repeat ratios are "
-        "given beside the pooled ones.",
-        f"LC work is a Python loop calibrated once, on the idle guest, to ~{settings['work_us']} "
-        f"us; one request every {settings['period_us']} us, open loop, latency from the "
-        "scheduled send time. Pooled percentiles use every repeat's samples together; p99.9 of "
-        f"~{int(settings['duration_s'] * 1e6 / settings['period_us'])} samples per repeat rests "
-        "on a handful of samples per repeat.",
-        "Batch throughput counts Python loop iterations (chunks of 2000) in 4 spinning "
-        "processes, 2 per batch pod; node CPU utilization comes from the guest's /proc/stat and "
-        "includes the LC pod, the harness, temper-agent and scx_layered.",
-        "In `temper`, temper-agent is started per repeat and stopped (SIGTERM) afterwards, so the "
-        "other scenarios run on the stock scheduler; the batch is stopped (SIGSTOP) while "
-        "scx_layered attaches (18-35 s under TCG) and measuring starts after a 2 s warm-up.",
-        "The request rate is one per 10 ms, not the 3 ms of DESIGN.md section 7's model: here "
-        "each request crosses two processes over a socket, and under TCG that IPC and its "
-        f"wake-ups cost far more than the {settings['work_us']} us of work: {per_request}, so "
-        "one request per 3 ms saturates the LC pod (a 3 ms smoke run backlogged to hundreds of "
-        "ms beside the batch). The figures are not comparable with that model's.",
-        "Because both vCPUs share one host core, a busy batch vCPU also halves the speed of the "
-        "LC's vCPU, whatever the guest's scheduler does: even a perfect partition (temper) "
-        "cannot get back to `alone`, where the second vCPU idles. On real hardware with a core "
-        "per CPU that cost does not exist; this lab overstates temper's ratio to alone.",
-        "`stock_cpu_idle` sets `cpu.idle=1` on the two batch pods' cgroups and on the Burstable "
-        "QoS slice holding them (it holds only them here): `cpu.idle` ranks a cgroup against its "
-        "siblings only, and the Guaranteed LC pod is a sibling of the slice, not of the pods.",
-        "2 vCPUs without SMT: the critical layer owns one CPU exclusively, and while the LC "
-        "pod idles that CPU serves the lower tiers (the layer is not `protected`), so the batch "
-        "can use more than the one CPU critical does not own. Tiers are served in strict order "
-        "on shared CPUs (`--layer-order-by-weight`): background gets what low leaves, plus "
-        "scx_layered's anti-stall turns.",
+def enforcement(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Did scx_layered stay attached through every enforced phase and its hold?"""
+    phases = {
+        (r["scenario"], r["repeat"]): r
+        for r in runs
+        if r["scenario"].startswith("temper") and "enforced_whole_phase" in r
+    }
+    held = [
+        k for k, r in phases.items() if r["enforced_whole_phase"] and not r["detached_within_hold"]
     ]
-    if "temper" in s and "alone" in s:
-        ratio = s["temper"]["p99_ratio_to_alone"]
-        if ratio is not None and ratio > TARGET_RATIO:
-            notes.append(
-                f"Target missed: temper's p99 is {ratio:.2f}x alone's, "
-                f"{(ratio / TARGET_RATIO - 1) * 100:.0f}% over the 1.2x target "
-                f"({s['temper']['lc_p99_us']} us vs {s['alone']['lc_p99_us']} us). Why: "
-                + (
-                    "scx_layered did not stay attached through the measured phases (see the "
-                    "next caveat), so the tail is the LC's backlog across the ejection and "
-                    "re-attach, not a steady enforced state; also, "
-                    if any(
-                        r.get("enforced_whole_phase") is False
-                        for r in report["runs"]
-                        if r["scenario"] == "temper"
-                    )
-                    else ""
-                )
-                + "under single-threaded TCG the busy batch vCPU slows the LC vCPU "
-                "whatever the guest's scheduler does (see above)" + _lc_cost(report) + "."
-            )
-        elif ratio is not None:
-            notes.append(
-                f"Target met: temper's p99 is {ratio:.2f}x alone's (target <= 1.2x), "
-                "in this TCG run; see the per-repeat ratios for its spread."
-            )
-    temper_runs = [r for r in report["runs"] if r["scenario"] == "temper"]
-    detached = [r for r in temper_runs if r.get("detached_within_hold")]
-    broken = [r for r in temper_runs if r.get("enforced_whole_phase") is False]
-    if detached:
-        reasons = sorted(
-            {
-                line.split("] ", 1)[-1]
-                for line in report["facts"].get("dmesg_sched_ext", [])
-                if ("stall" in line or "failed" in line or "error" in line)
-                and "unregistered" not in line
-            }
-        )
+    return {
+        "phases": len(phases),
+        "held": len(held),
+        "dropped": sorted(f"{s} repeat {n}" for (s, n) in phases if (s, n) not in held),
+    }
+
+
+def verdict_text(v: dict[str, Any]) -> str:
+    if v.get("median") is None:
+        return "not measured"
+    word = "**met**" if v["met"] else "**missed**"
+    fragile = ", one repeat decides" if v.get("fragile") else ""
+    return f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f}) {word}{fragile}"
+
+
+def caveats(report: dict[str, Any]) -> list[str]:
+    vm = report["vm"]
+    st = report["settings"]
+    notes = [
+        f"Every figure was measured in a QEMU guest under TCG ({vm['accel']}, {vm['qemu']}), "
+        "software emulation, not on hardware: absolute latencies are emulated time; only "
+        "ratios between scenarios of this one run mean anything.",
+        f"The host had {vm['host_cpus']} cores; over the run it was {vm['host_busy_cpus']} CPUs "
+        f"busy on average, {vm['host_qemu_cpus']} of them QEMU's and {vm['host_other_cpus']} "
+        "anything else.",
+        "Verdicts are the median of per-repeat ratios (each ratio within one interleaved round), "
+        "with the range beside; 'one repeat decides' marks a verdict that leaving out any single "
+        "repeat would flip. Pooled percentiles are shown for reference only.",
+        f"Pooled p99.9 rests on about {int(st['duration_s'] * 100)} light samples per repeat "
+        "(a handful above it per repeat): read it with the per-repeat table.",
+    ]
+    if "thread=single" in vm["accel"]:
         notes.append(
-            f"scx_layered was ejected by the kernel in {len(detached)} of {len(temper_runs)} "
-            f"temper repeats ({len(broken)} of them during the measured phase, whose figures then "
-            "mix enforced time, the stock scheduler and the restarted scx_layered's attach). "
-            f"The kernel said: {'; '.join(reasons) or 'nothing logged'}. temper-agent saw the "
-            "detach and started scx_layered again, as designed. This is a finding about the "
-            "planned config on this 2-CPU shape (one CPU exclusive to the critical layer), not "
-            "noise; its root cause was not established in this run."
+            "Single-threaded TCG runs both vCPUs on ONE host thread, taking turns: while the "
+            "batch vCPU is busy, the LC's vCPU runs at most part of the time whatever the "
+            "guest's scheduler does, so even a perfect partition cannot reach `alone_pinned` "
+            "(the other vCPU idle). `lc_cpu_us_per_request` measures that tax: the same work "
+            "costs the LC more guest CPU time when the other vCPU is busy. docs/lab.md has why "
+            "multi-threaded TCG is not used (the guest kernel oopses in text patching)."
         )
-    held = [r for r in temper_runs if r.get("enforced_whole_phase")]
-    if temper_runs and len(held) == len(temper_runs) and not detached:
-        notes.append(
-            f"scx_layered stayed attached in all {len(temper_runs)} temper phases and through "
-            f"the {HOLD_TEXT} hold after the batch started (same `enable_seq`); before our "
-            "patch (ADR 0003) the sched_ext watchdog ejected it in every such phase."
-        )
-    if all(name in s for name in ("temper", "stock", "stock_cpu_idle")):
-        t = s["temper"]
-        notes.append(
-            "Against the baselines of this run: temper's p99 was "
-            f"{t['lc_p99_us'] / s['stock']['lc_p99_us']:.2f}x stock's and "
-            f"{t['lc_p99_us'] / s['stock_cpu_idle']['lc_p99_us']:.2f}x stock_cpu_idle's; its "
-            f"p99.9 {t['lc_p999_us'] / s['stock']['lc_p999_us']:.2f}x and "
-            f"{t['lc_p999_us'] / s['stock_cpu_idle']['lc_p999_us']:.2f}x. Under TCG the LC's "
-            "own slowdown (above) dominates every batch scenario; these ratios are the only "
-            "scheduler-to-scheduler comparison this lab supports."
-        )
-    lost = {name: f["lost"] for name, f in s.items() if f.get("lost")}
-    if lost:
-        notes.append(
-            f"Responses that never arrived within the drain time (counted with the latency they "
-            f"had reached, a lower bound): {lost}."
-        )
+    dropped = report["enforcement"]["dropped"]
+    if dropped:
+        notes.append(f"scx_layered did not stay attached in: {', '.join(dropped)}.")
     return notes
 
 
-def _lc_cost(report: dict[str, Any]) -> str:
-    """The LC pod's CPU time per request by scenario: the emulation's slowdown, measured."""
-    cpus = report.get("pod_cpus") or {}
-    rate = 1e6 / report["settings"]["period_us"]
-    costs = {n: c["lc"] / rate * 1000 for n, c in cpus.items() if "lc" in c}
-    if "alone" not in costs or "temper" not in costs:
-        return ""
-    return (
-        f": the LC pod's own CPU time per request (its cgroup) was {costs['alone']:.1f} ms "
-        f"alone, {costs['temper']:.1f} ms under temper and {costs.get('stock', 0):.1f} ms under "
-        "stock for the same work, i.e. its vCPU ran slower while the batch vCPU was busy"
-    )
-
-
 def render_markdown(report: dict[str, Any]) -> str:
-    s = report["scenarios"]
-    st = report["settings"]
-    facts = report["facts"]
+    vm, st, facts = report["vm"], report["settings"], report["facts"]
     lines = [
-        "# Interference benchmark: LC tail latency beside batch",
+        "# Interference benchmark: the critical pod's tail beside batch",
         "",
         f"Run {report['date']}. **Measured under QEMU TCG, not on hardware** (see caveats).",
         "",
         "## Setup",
         "",
-        f"- Kernel `{report['kernel']}` (Debian, sched_ext) in QEMU, `-accel tcg,thread=single`, "
-        f"`-smp {report['vm']['cpus']},cores={report['vm']['cores']},threads=1` "
-        f"(2 vCPUs, no SMT), {report['vm']['memory_mb']} MB; host {report['host']['cpus']} cores.",
-        f"- Scheduler in `temper`: `{report['scheduler_ops']}` (scx_layered started by "
-        "temper-agent from the pods' manifests).",
+        f"- Kernel `{report['kernel']}` (Debian, sched_ext); {vm['qemu']}, `-accel {vm['accel']} "
+        f"-cpu {vm['cpu_model']}`, `-smp {vm['cpus']},cores={vm['cores']},threads="
+        f"{vm['threads']}`, {vm['memory_mb']} MB. Host: {vm['host_cpus']} cores, "
+        f"{vm['host_other_cpus']} CPUs busy with other work on average during the run.",
+        f"- Scheduler in `temper`: `{report['scheduler_ops']}` started by temper-agent from the "
+        "pods' manifests (the shipped planner).",
         "- Simulated node (`temper.lab.node.SimulatedNode`, systemd driver, kubelet weights):",
-        "  - `lc`: Guaranteed, 1 CPU, PriorityClass `temper-critical`: a request/response "
-        f"server doing ~{st['work_us']} us of busy work per request "
-        f"({facts.get('iterations_per_request')} loop iterations, calibrated once), driven open "
-        f"loop at one request every {st['period_us']} us by a client in the same container over "
-        "a UNIX seqpacket socket; latency from the scheduled send time to the response.",
+        "  - `lc`: Guaranteed, 1 CPU, `temper-critical`, running both LC profiles (one driven "
+        "at a time), open loop, latency from each request's scheduled send time:",
+        *[
+            f"    - `{name}`: {p['workers']} worker(s), bursts of {p['burst']} every "
+            f"{p['period_us']} us, ~{p['work_us']} us of work per request "
+            f"({facts.get('iterations_per_request', {}).get(name)} loop iterations);"
+            for name, p in st["profiles"].items()
+        ],
         "  - `trainer` (`temper-low`, Burstable 500m) and `etl` (`temper-background`, Burstable "
         f"250m): {facts.get('batch_processes')} CPU-bound spinning processes in all (2x vCPUs).",
-        f"- {st['repeats']} repeats x 4 scenarios x {st['duration_s']:g} s, interleaved (order "
-        f"rotated each repeat), {st['warmup_s']:g} s warm-up each. Scenarios: `alone` (batch "
-        "stopped), `stock` (batch on, stock scheduler, kubelet weights), `stock_cpu_idle` "
-        "(batch pods' cgroups `cpu.idle=1`), `temper` (temper-agent + scx_layered enforcing).",
+        f"- {st['repeats']} repeats x {len(st['scenarios'])} scenarios x {len(st['profiles'])} "
+        f"profiles x {st['duration_s']:g} s, interleaved (order rotated each repeat), "
+        f"{st['warmup_s']:g} s warm-up each. `alone_pinned`: the LC pinned to the CPU the "
+        "critical layer held, nothing else running.",
         f"- Guest wall time {report['guest_wall_s']} s.",
-        "",
-        "## Results (pooled over repeats)",
-        "",
-        "| scenario | p50 us | p99 us | p99.9 us | max us | p99 / alone | batch iter/s "
-        "| node CPU % | lost |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in SCENARIOS:
-        if name not in s:
-            continue
-        f = s[name]
-        ratio = f["p99_ratio_to_alone"]
-        lines.append(
-            f"| {name} | {f['lc_p50_us']} | {f['lc_p99_us']} | {f['lc_p999_us']} | "
-            f"{f['lc_max_us']} | {ratio:.2f} | {f['batch_ops_per_s']} | {f['cpu_util_pct']} | "
-            f"{f['lost']} |"
-        )
-    use = report.get("batch_use_of_free_cpu") or {}
-    lines += [
-        "",
-        f"Target: `temper` p99 within {TARGET_RATIO}x of `alone`: "
-        f"**{'met' if report['target']['met'] else 'missed'}**.",
-        "",
-        "Batch use of the CPU the critical layer does not own (the batch pods' CPU time from "
-        "their cgroups, over node CPUs minus the critical layer's, per temper repeat): "
-        f"{[p['pct_of_free'] for p in use.get('per_repeat', [])]} %, mean {use.get('mean_pct')} % "
-        f"(target at least 95 %: **{VERDICT[use.get('met')]}**).",
-        "",
-        "CPUs each pod used (its cgroup's `cpu.stat` usage over the phase's wall time; mean "
-        "over repeats):",
-        "",
-        "| scenario | " + " | ".join(f"{p} CPUs" for p in ("lc", *BATCH_PODS)) + " |",
-        "|---|" + "---:|" * (1 + len(BATCH_PODS)),
-        *[
-            f"| {name} | " + " | ".join(str(c.get(p, "")) for p in ("lc", *BATCH_PODS)) + " |"
-            for name, c in (report.get("pod_cpus") or {}).items()
-        ],
-        "",
-        "## Raw figures per repeat",
-        "",
-        "| repeat | scenario | p50 us | p99 us | p99.9 us | p99 / alone (same repeat) "
-        "| batch iter/s | node CPU % | lost | late sends |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in report["runs"]:
-        ratio = r.get("p99_ratio_to_alone")
-        lines.append(
-            f"| {r['repeat']} | {r['scenario']} | {r['lc_p50_us']} | {r['lc_p99_us']} | "
-            f"{r['lc_p999_us']} | {'' if ratio is None else f'{ratio:.2f}'} | "
-            f"{r['batch_ops_per_s']} | {r['cpu_util_pct']} | {r['lost']} | {r['late_sends']} |"
-        )
-    temper_runs = [r for r in report["runs"] if r["scenario"] == "temper"]
-    if temper_runs:
-        lines += [
-            "",
-            "## scx_layered layers during `temper`",
-            "",
-            "CPUs each layer owned and its task count at the end of each measured phase "
-            "(`temper.host.scxstats.read_layer_stats`). Per-pod CPU time is in the table above: "
-            "the stats socket's utilization is a rate since the connection's previous request, "
-            "and scx_layered's server here answered one request per connection.",
-            "",
-            "| repeat | attach s | layer | CPUs | tasks |",
-            "|---:|---:|---|---:|---:|",
-        ]
-        for r in temper_runs:
-            end = r.get("layers_at_end", {})
-            for layer in sorted(end):
-                e = end[layer]
-                lines.append(
-                    f"| {r['repeat']} | {r.get('attach_s')} | {layer} | "
-                    f"{e.get('cur_nr_cpus', '')} | {e.get('tasks', '')} |"
-                )
-    if temper_runs:
-        lines += [
-            "",
-            "Did scx_layered stay attached? (`enable_seq` before and after the phase; then the "
-            f"batch kept running until {HOLD_TEXT} after it started, watching for a detach.)",
-            "",
-            "| repeat | enforced whole phase | enable_seq | detached within hold "
-            "| detach seen at (s after batch start; when checked, see dmesg for the moment) |",
-            "|---:|---|---|---|---:|",
-        ]
-        for r in temper_runs:
-            lines.append(
-                f"| {r['repeat']} | {r.get('enforced_whole_phase')} | {r.get('enable_seq')} | "
-                f"{r.get('detached_within_hold')} | {r.get('detached_after_batch_start_s', '')} |"
-            )
-    dmesg = report["facts"].get("dmesg_sched_ext") or []
-    if dmesg:
-        lines += ["", "Kernel sched_ext messages (guest dmesg):", "", "```", *dmesg, "```"]
-    lines += ["", "## Caveats", ""]
-    lines += [f"- {note}" for note in report["caveats"]]
+    for name, p in report["profiles"].items():
+        lines += _profile_section(name, p)
+    if report["experiments"]:
+        lines += _experiments_section(report)
+    lines += _raw_section(report)
+    lines += ["", "## Caveats", "", *[f"- {note}" for note in report["caveats"]]]
+    variants = "".join(
+        f" --variant {n}:{','.join(f'{lay}.{f}={json.dumps(v)}' for lay, f, v in changes)}"
+        for n, changes in st.get("variants", {}).items()
+    )
     lines += [
         "",
         "## Reproduce",
         "",
         "```",
-        f"python bench/interference.py --repeats {st['repeats']} --duration-s {st['duration_s']:g}",
+        f"python bench/interference.py --repeats {st['repeats']} --duration-s "
+        f"{st['duration_s']:g}{variants}",
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def _profile_section(name: str, p: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"## Profile `{name}`",
+        "",
+        "| target (temper vs base, per repeat) | limit | median (range) |",
+        "|---|---:|---|",
+    ]
+    for target in TARGETS:
+        v = p["verdicts"][target.name]
+        limit = f"{'<' if target.strict else '<='} {target.limit:g}"
+        lines.append(f"| `{target.name}` | {limit} | {verdict_text(v)} |")
+    use = p["verdicts"]["batch_use_of_free_cpu_pct"]
+    lines.append(
+        f"| batch use of the CPU critical does not own, % | >= {use['limit']:g} | "
+        f"{verdict_text(use) if use.get('median') is not None else 'not measured'} |"
+    )
+    lines += [
+        "",
+        "| scenario | pooled p50 us | p99 us | p99.9 us | max us | LC CPU us/request "
+        "| batch iter/s | node CPU % | lost |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario, f in p["scenarios"].items():
+        lines.append(
+            f"| {scenario} | {f['lc_p50_us']} | {f['lc_p99_us']} | {f['lc_p999_us']} | "
+            f"{f['lc_max_us']} | {f['lc_cpu_us_per_request']} | {f['batch_ops_per_s']} | "
+            f"{f['cpu_util_pct']} | {f['lost']} |"
+        )
+    return lines
+
+
+def _experiments_section(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Experiments (`temper:NAME`: the planner's config with one change)",
+        "",
+        "| experiment | change | profile | p99 / stock | p99.9 / stock | p99 / alone_pinned "
+        "| batch % of free CPU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, per_profile in report["experiments"].items():
+        change = ", ".join(f"{lay}.{f}={v}" for lay, f, v in report["settings"]["variants"][name])
+        for profile, v in per_profile.items():
+            lines.append(
+                f"| {name} | `{change}` | {profile} | {verdict_text(v['p99_below_stock'])} | "
+                f"{verdict_text(v['p999_below_stock'])} | "
+                f"{verdict_text(v['p99_within_1.2x_alone_pinned'])} | "
+                f"{verdict_text(v['batch_use_of_free_cpu_pct'])} |"
+            )
+    return lines
+
+
+def _raw_section(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Raw figures per phase",
+        "",
+        "| repeat | scenario | profile | p50 us | p99 us | p99.9 us | LC CPU us/req "
+        "| batch iter/s | node CPU % | lost | late sends | attached whole phase |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in report["runs"]:
+        held = r.get("enforced_whole_phase", "")
+        lines.append(
+            f"| {r['repeat']} | {r['scenario']} | {r['profile']} | {r['lc_p50_us']} | "
+            f"{r['lc_p99_us']} | {r['lc_p999_us']} | {r['lc_cpu_us_per_request']} | "
+            f"{r['batch_ops_per_s']} | {r['cpu_util_pct']} | {r['lost']} | {r['late_sends']} | "
+            f"{held} |"
+        )
+    e = report["enforcement"]
+    lines += [
+        "",
+        f"scx_layered stayed attached (same `enable_seq`, and 40 s after the batch started) in "
+        f"{e['held']} of {e['phases']} enforced phases.",
+    ]
+    dmesg = report["facts"].get("dmesg_sched_ext") or []
+    if dmesg:
+        lines += ["", "Kernel sched_ext messages (guest dmesg):", "", "```", *dmesg, "```"]
+    return lines
+
+
+def lab_figures(report: dict[str, Any]) -> str:
+    """The figures docs/lab.md quotes, rendered from the report so they cannot drift."""
+    vm = report["vm"]
+    lines = [
+        f"From `bench/reports/interference.json` ({report['date']}, {vm['qemu'].split(' (')[0]}, "
+        f"`{vm['accel']}`, {report['settings']['repeats']} repeats), median (range) of the "
+        "per-repeat ratios of `temper` to each baseline:",
+        "",
+        "| profile | p99 / stock | p99 / stock_cpu_idle | p99.9 / stock | p99.9 / stock_cpu_idle "
+        "| p99 / alone | p99 / alone_pinned | CPU per request / alone_pinned | batch % of free |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = (
+        "p99_below_stock",
+        "p99_below_stock_cpu_idle",
+        "p999_below_stock",
+        "p999_below_stock_cpu_idle",
+        "p99_within_1.2x_alone",
+        "p99_within_1.2x_alone_pinned",
+        "cpu_per_request_within_1.1x_alone_pinned",
+        "batch_use_of_free_cpu_pct",
+    )
+    for profile, p in report["profiles"].items():
+        cells = [verdict_text(p["verdicts"][n]).replace("**", "") for n in names]
+        lines.append(f"| {profile} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_lab_figures(report: dict[str, Any], doc: Path = LAB_DOC) -> None:
+    """Replace the figures block of docs/lab.md with `lab_figures(report)`."""
+    text = doc.read_text()
+    head, _, rest = text.partition(FIGURES_BEGIN)
+    _, _, tail = rest.partition(FIGURES_END)
+    doc.write_text(f"{head}{FIGURES_BEGIN}\n{lab_figures(report)}\n{FIGURES_END}{tail}")
 
 
 if __name__ == "__main__":

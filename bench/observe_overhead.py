@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from temper.agent.observer import ObserveSettings
-from temper.lab.guestjob import REPO, pinned_scx_layered, run_module, write_report
+from temper.lab.guestjob import REPO, pinned_scx_layered, run_module, tcg_mode, write_report
 from temper.lab.observe import find_cgroup2_root, host_root_view
 
 TARGET_PCT = 0.13  # reference/perf_anchors.md 4b
@@ -65,7 +65,13 @@ def run_lab(args: argparse.Namespace) -> dict[str, Any]:
     report = dict(job.report)
     report["where"] = "lab guest (QEMU TCG, 2 vCPUs, the agent enforcing with scx_layered)"
     report["guest_wall_s"] = round(job.wall_s, 1)
+    report["vm"] = job.vm
     return report
+
+
+def lab_vm(places: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the lab place's guest ran ({} when the lab was not measured)."""
+    return next((p["vm"] for p in places if "vm" in p), {})
 
 
 def reading(places: list[dict[str, Any]]) -> list[str]:
@@ -225,7 +231,7 @@ def main() -> int:
             *(f"Not measured in this run: {f}" for f in failed),
             "One run per setting unless --repeats says otherwise; the host is a 2-core VM "
             "shared with the workload's 1,000 threads (1,000 wakeups a second).",
-            "The lab guest runs under single-threaded TCG: its CPU figures are inflated by "
+            f"The lab guest runs under {tcg_mode(lab_vm(places))}: its CPU figures are inflated by "
             "emulation and are not hardware figures. One thread read costs ~65x the host's "
             "there, and a round takes longer than its second, so the guest made fewer reads "
             "than asked (deferred/s). Compare the guest with itself (on against off), not with "

@@ -30,6 +30,7 @@ from temper.lab.guestjob import (
     THREADS,
     pinned_scx_layered,
     run_module,
+    tcg_mode,
     write_report,
 )
 from temper.lab.restartgap import figures
@@ -54,7 +55,13 @@ def observed(condition: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_report(
-    guest: dict[str, Any], release: str, code: int, wall_s: float, run_notes: list[str]
+    guest: dict[str, Any],
+    release: str,
+    code: int,
+    wall_s: float,
+    run_notes: list[str],
+    *,
+    vm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     # The guest's raw figures stay as measured; `figures` has them without sampler misses.
     clean: dict[str, Any] = dict(guest)
@@ -68,7 +75,8 @@ def build_report(
         "benchmark": "restart-gap",
         "date": time.strftime("%Y-%m-%d"),
         "kernel": release,
-        "vm": {"cpus": CPUS, "cores": CORES, "threads": THREADS, "accel": "tcg"},
+        "vm": vm
+        or {"cpus": CPUS, "cores": CORES, "threads": THREADS, "accel": "tcg,thread=single"},
         "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
         "restart_gap_ms": {k: idle.get(k) for k in ("p50", "p99", "max")},
         "target": {"idle_p50_ms_max": TARGET_P50_MS, "met": _met(idle.get("p50"))},
@@ -95,7 +103,7 @@ def caveats(report: dict[str, Any]) -> list[str]:
     guest = report["figures"]
     notes = list(report.get("run_notes", []))
     notes += [
-        "Measured in a QEMU guest under single-threaded TCG (both vCPUs on one host thread), not "
+        f"Measured in a QEMU guest under {tcg_mode(report.get('vm', {}))}, not "
         "on hardware: the kernel's disable and enable paths and scx_layered's BPF load run "
         "emulated, many times slower than on a real node. Compare the conditions of this run "
         "with each other, not with hardware figures.",
@@ -147,7 +155,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Setup",
         "",
-        f"- Kernel `{report['kernel']}` in QEMU, `-accel tcg,thread=single`, "
+        f"- Kernel `{report['kernel']}` in QEMU, {tcg_mode(report.get('vm', {}))}, "
         f"`-smp {CPUS},cores={CORES},threads={THREADS}`, {MEMORY_MB} MB; host "
         f"{report['host']['cpus']} cores.",
         "- Simulated node: `lc` (Guaranteed, temper-critical) with the canary thread, `flip` "
@@ -246,7 +254,7 @@ def main() -> int:
     if not job.report:
         print(f"the guest wrote no report (exit {job.returncode})", file=sys.stderr)
         return 1
-    report = build_report(job.report, job.kernel, job.returncode, job.wall_s, args.note)
+    report = build_report(job.report, job.kernel, job.returncode, job.wall_s, args.note, vm=job.vm)
     write_report(args.out, "restart-gap", report, render_markdown(report))
     return 0 if job.returncode == 0 else 1
 

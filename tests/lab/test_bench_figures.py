@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -10,10 +11,14 @@ from typing import Any
 
 import pytest
 
+from temper.lab.errors import LabError
 from temper.lab.measure import latency_figures, percentile
 from temper.lab.restartgap import Sampler, _track, figures
+from temper.lab.variants import apply_variant, parse_variant
+from temper.lab.verdict import TARGETS, batch_use_of_free_cpu, judge, profile_verdicts, ratios
 
 REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = ("alone", "alone_pinned", "stock", "stock_cpu_idle", "temper")
 
 
 def bench_module(name: str) -> ModuleType:
@@ -55,6 +60,10 @@ def test_gap_figures_and_phases() -> None:
     assert sampler.phases_since(0.5) == {"disabling": 300.0, "disabled": 100.0, "enabling": 500.0}
 
 
+def phase(scenario: str, repeat: int, profile: str = "light", **figures: Any) -> dict[str, Any]:
+    return {"scenario": scenario, "repeat": repeat, "profile": profile, **figures}
+
+
 @pytest.mark.parametrize(
     ("trainer", "etl", "critical_cpus", "expected"),
     [(0.6, 0.37, 1, 97.0), (0.5, 0.0, 1, 50.0)],
@@ -62,58 +71,121 @@ def test_gap_figures_and_phases() -> None:
 def test_batch_use_of_the_cpu_critical_does_not_own(
     trainer: float, etl: float, critical_cpus: int, expected: float
 ) -> None:
-    interference = bench_module("interference")
-    run = {
-        "scenario": "temper",
-        "repeat": 0,
-        "pod_cpus": {"lc": 0.3, "trainer": trainer, "etl": etl},
-        "layers_at_end": {"critical": {"cur_nr_cpus": critical_cpus}},
-    }
-    use = interference.batch_use_of_free_cpu([run, {"scenario": "stock", "repeat": 0}], 2)
-    assert use["mean_pct"] == expected
+    run = phase(
+        "temper",
+        0,
+        pod_cpus={"lc": 0.3, "trainer": trainer, "etl": etl},
+        layers_at_end={"critical": {"cur_nr_cpus": critical_cpus}},
+    )
+    use = batch_use_of_free_cpu([run, phase("stock", 0)], "light", 2)
+    assert use["median"] == expected
     assert use["met"] is (expected >= 95)
-    assert interference.mean_pod_cpus([run])["temper"]["trainer"] == trainer
 
 
-def test_the_demo_summary_has_the_promised_shape() -> None:
+def test_ratios_pair_each_repeat_with_its_own_baseline() -> None:
+    runs = [
+        phase("stock", 0, lc_p99_us=100),
+        phase("temper", 0, lc_p99_us=50),
+        phase("temper", 1, lc_p99_us=90),
+        phase("stock", 1, lc_p99_us=60),
+        phase("temper", 2, lc_p99_us=10),  # no stock in repeat 2: no ratio
+        phase("stock", 0, "heavy", lc_p99_us=1),
+    ]
+    assert ratios(runs, "light", "temper", "stock", "lc_p99_us") == [0.5, 1.5]
+
+
+def test_the_verdict_is_the_median_and_says_when_one_repeat_decides() -> None:
+    steady = judge([0.5, 0.6, 0.7, 0.6, 0.55], lambda m: m < 1)
+    assert (steady["median"], steady["met"], steady["fragile"]) == (0.6, True, False)
+    # Two of five repeats over the line: the median holds, but dropping one low repeat flips.
+    close = judge([0.9, 1.2, 0.95, 1.3, 1.0], lambda m: m < 1)
+    assert (close["median"], close["met"]) == (1.0, False)
+    assert close["fragile"] is True
+    assert judge([], lambda m: True)["met"] is None
+
+
+def test_every_target_is_judged_per_profile_against_its_own_base() -> None:
+    runs = []
+    for repeat in range(3):
+        runs += [
+            phase("alone", repeat, lc_p99_us=100, lc_p999_us=150, lc_cpu_us_per_request=1000),
+            phase("alone_pinned", repeat, lc_p99_us=80, lc_p999_us=120, lc_cpu_us_per_request=900),
+            phase("stock", repeat, lc_p99_us=400, lc_p999_us=900, lc_cpu_us_per_request=1500),
+            phase("stock_cpu_idle", repeat, lc_p99_us=300, lc_p999_us=600),
+            phase("temper", repeat, lc_p99_us=110, lc_p999_us=700, lc_cpu_us_per_request=1200),
+        ]
+    verdicts = profile_verdicts(runs, "light", 2)
+    assert set(verdicts) == {t.name for t in TARGETS} | {"batch_use_of_free_cpu_pct"}
+    assert verdicts["p99_below_stock"]["median"] == 0.275
+    assert verdicts["p999_below_stock_cpu_idle"]["met"] is False
+    assert verdicts["p99_within_1.2x_alone"]["met"] is True
+    assert verdicts["p99_within_1.2x_alone_pinned"]["median"] == 1.375
+    assert verdicts["cpu_per_request_within_1.1x_alone"]["met"] is False
+    assert verdicts["batch_use_of_free_cpu_pct"]["met"] is None  # no pod CPU figures given
+
+
+def test_a_variant_changes_one_field_of_the_planned_config() -> None:
+    config = [
+        {"name": "critical", "matches": [[]], "kind": {"Confined": {"protected": True}}},
+        {"name": "low", "matches": [[]], "kind": {"Open": {"weight": 2}}},
+    ]
+    variant = parse_variant("short:critical.protected=false,*.slice_us=5000")
+    changed = apply_variant(config, variant)
+    assert changed[0]["kind"]["Confined"] == {"protected": False, "slice_us": 5000}
+    assert changed[1]["kind"]["Open"] == {"weight": 2, "slice_us": 5000}
+    assert config[0]["kind"]["Confined"] == {"protected": True}  # the original is untouched
+    assert variant.scenario == "temper:short"
+
+
+def test_a_variant_can_change_a_layers_kind_and_keep_its_fields() -> None:
+    config = [{"name": "critical", "matches": [[]], "kind": {"Confined": {"protected": True}}}]
+    changed = apply_variant(config, parse_variant('g:critical.kind="Grouped"'))
+    assert changed[0]["kind"] == {"Grouped": {"protected": True}}
+    with pytest.raises(LabError, match="not one of"):
+        apply_variant(config, parse_variant('g:critical.kind="Loose"'))
+
+
+@pytest.mark.parametrize(
+    "text", ["noname", ":critical.protected=false", "x:critical=1", "x:critical.slice_us=five"]
+)
+def test_a_malformed_variant_is_refused_with_its_text(text: str) -> None:
+    with pytest.raises(LabError):
+        parse_variant(text)
+
+
+def test_a_variant_naming_an_unknown_layer_is_refused() -> None:
+    config = [{"name": "low", "matches": [[]], "kind": {"Open": {}}}]
+    with pytest.raises(LabError, match="no layer 'crit'"):
+        apply_variant(config, parse_variant("x:crit.protected=true"))
+
+
+def test_the_demo_summary_shows_figures_and_verdicts() -> None:
     demo = bench_module("demo")
-    scenario = {
-        "lc_p50_us": 1,
-        "lc_p99_us": 2,
-        "lc_p999_us": 3,
-        "batch_ops_per_s": 4,
-        "cpu_util_pct": 5.0,
-        "lc_max_us": 9,
-    }
+    figures = dict.fromkeys(demo.SCENARIO_FIELDS, 7)
+    verdict = {"median": 0.5, "min": 0.4, "max": 0.9, "met": True, "fragile": False}
     interference = {
         "kernel": "7.3.4+deb13-amd64",
         "scheduler_ops": "layered_1.1.2_x86_64_unknown_linux_gnu",
-        "vm": {"cpus": 2, "accel": "tcg", "cores": 2},
-        "scenarios": dict.fromkeys(("alone", "stock", "stock_cpu_idle", "temper"), scenario),
-        "p99_ratio_to_alone": {"alone": 1.0, "stock": 2.0, "stock_cpu_idle": 1.5, "temper": 1.1},
+        "vm": {"cpus": 2, "accel": "tcg,thread=single", "cores": 2, "qemu": "QEMU 7.2"},
+        "profiles": {
+            "light": {
+                "scenarios": {key: {**figures, "lc_max_us": 9} for key in SCENARIOS},
+                "verdicts": {"p99_below_stock": {**verdict, "limit": 1.0}},
+            }
+        },
         "caveats": ["tcg"],
     }
     gap = {"restart_gap_ms": {"p50": 400.0, "p99": 900.0, "max": 950.0}, "caveats": ["sampler"]}
     result = demo.summary(interference, gap)
-    assert set(result) >= {
-        "kernel",
-        "scheduler_ops",
-        "vm",
-        "scenarios",
-        "restart_gap_ms",
-        "caveats",
-    }
-    assert result["vm"] == {"cpus": 2, "accel": "tcg"}
-    assert set(result["scenarios"]["temper"]) == {
-        "lc_p50_us",
-        "lc_p99_us",
-        "lc_p999_us",
-        "batch_ops_per_s",
-        "cpu_util_pct",
-    }
-    assert set(result["restart_gap_ms"]) == {"p50", "p99", "max"}
+    assert result["vm"] == {"cpus": 2, "accel": "tcg,thread=single", "qemu": "QEMU 7.2"}
+    light = result["profiles"]["light"]
+    assert set(light["scenarios"]["temper"]) == set(demo.SCENARIO_FIELDS)
+    assert light["verdicts"]["p99_below_stock"] == verdict
     assert result["caveats"] == ["tcg", "sampler"]
-    assert "restart gap (idle guest): p50 400.0 ms" in demo.table(result)
+    text = demo.table(result)
+    assert "p99_below_stock" in text
+    assert "0.50 (0.40-0.90) met" in text
+    assert "restart gap (idle guest): p50 400.0 ms" in text
 
 
 def test_restart_gap_report_leaves_out_replacements_no_sample_saw() -> None:

@@ -6,6 +6,7 @@ the other two cover the ways a guest fails (killed at its timeout, never reporti
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,11 @@ def test_the_guest_runs_the_lab_kernel_with_smt_and_shares(
     assert seen.get("out_written") == "yes"
     assert (out / "result.txt").read_text() == "from-guest\n"
     assert not (repo / "written").exists()
+    # Multi-threaded TCG: each vCPU thread pinned to a host CPU, round robin.
+    assert lab_kernel.accel.tcg_threads == "multi"
+    host_cpus = sorted(os.sched_getaffinity(0))
+    assert result.host is not None
+    assert result.host.vcpu_pins == {v: host_cpus[v % len(host_cpus)] for v in range(4)}
 
 
 def test_a_guest_past_its_timeout_is_killed_with_the_console_tail(lab_kernel: LabKernel) -> None:

@@ -13,6 +13,7 @@ from temper.lab.archive import order_candidates, parse_kernel_candidates
 from temper.lab.errors import LabError
 from temper.lab.image import extract_vmlinux, missing_config
 from temper.lab.provision import PIN_ENV, LabKernel, debian_mirror, provision_kernel
+from temper.lab.qemu import LabQemu, host_codename, provision_qemu, version_key
 from temper.lab.vm import parse_result_port, plan_shares, qemu_command
 
 
@@ -132,6 +133,56 @@ def test_the_qemu_command_is_single_threaded_tcg_with_an_smt_topology(tmp_path: 
     assert "virtserialport,chardev=result,name=lab.result" in argv
 
 
+def test_the_lab_qemu_runs_each_vcpu_on_its_own_thread_from_its_own_data_dir(
+    tmp_path: Path,
+) -> None:
+    qemu = LabQemu(tmp_path / "usr/bin/qemu-system-x86_64", tmp_path / "usr/share/qemu", "1:10.0.2")
+    kernel = LabKernel(
+        "7.3.4+deb13-amd64", tmp_path / "vmlinux", tmp_path / "i.cpio", tmp_path, qemu.accel()
+    )
+    argv = qemu_command(
+        kernel, tmp_path, tmp_path / "job.sh", [], cpus=2, cores=2, threads=1, memory_mb=512
+    )
+    assert argv[0] == str(qemu.binary)
+    assert argv[argv.index("-L") + 1] == str(qemu.firmware)
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
+    assert argv[argv.index("-cpu") + 1] == "max"
+    assert "temper-lab,debug-threads=on" in argv  # vCPU threads named for pinning
+
+
+@pytest.mark.parametrize(
+    ("version", "key"), [("1:10.0.2+ds-2+deb13u1~bpo12+1", (10, 0)), ("7.2+dfsg-7", (7, 2))]
+)
+def test_qemu_versions_are_read_from_debian_version_strings(
+    version: str, key: tuple[int, int]
+) -> None:
+    assert version_key(version) == key
+
+
+def test_the_backports_suite_comes_from_the_host_codename(tmp_path: Path) -> None:
+    release = tmp_path / "os-release"
+    release.write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_CODENAME=bookworm\n')
+    assert host_codename(release) == "bookworm"
+    release.write_text("ID=debian\n")
+    with pytest.raises(LabError, match="VERSION_CODENAME"):
+        host_codename(release)
+
+
+def ready_qemu(cache: Path, version: str = "1:10.0.2") -> Path:
+    directory = cache / "qemu" / version
+    directory.mkdir(parents=True)
+    (directory / "ready").write_text(version + "\n")
+    (cache / "qemu" / "current").write_text(version + "\n")
+    return directory
+
+
+def test_a_ready_qemu_is_returned_without_the_network(tmp_path: Path) -> None:
+    directory = ready_qemu(tmp_path)
+    qemu = provision_qemu(tmp_path, lambda line: None, _no_network)
+    assert qemu.binary == directory / "usr/bin/qemu-system-x86_64"
+    assert qemu.version == "1:10.0.2"
+
+
 def test_kernel_arguments_go_on_the_command_line_and_odd_ones_are_refused(tmp_path: Path) -> None:
     kernel = LabKernel("7.3.4+deb13-amd64", tmp_path / "vmlinux", tmp_path / "i.cpio", tmp_path)
     job = tmp_path / "job.sh"
@@ -163,6 +214,7 @@ def test_a_ready_release_is_returned_without_the_network(
     (ready / "vmlinux").write_bytes(b"\x7fELF")
     (ready / "config").write_text("CONFIG_SCHED_CLASS_EXT=y\n")
     (ready / "ready").write_text("now\n")
+    qemu = ready_qemu(tmp_path)
     monkeypatch.setattr("urllib.request.urlopen", _no_network)
     monkeypatch.setenv(PIN_ENV, release)
 
@@ -172,3 +224,4 @@ def test_a_ready_release_is_returned_without_the_network(
     assert kernel.vmlinux == ready / "vmlinux"
     assert kernel.initrd.parent == ready
     assert kernel.initrd.stat().st_size > 1_000_000  # busybox-static and the rest, as newc cpio
+    assert kernel.accel.qemu == str(qemu / "usr/bin/qemu-system-x86_64")

@@ -73,9 +73,8 @@ def test_critical_gets_whole_exclusive_cores_for_its_requests() -> None:
     pods = [make_pod("checkout", G, request=2500, limit=2500, priority_class="temper-critical")]
     critical = layer(plan_node(pods, NODE16), "critical")
     assert critical.kind is LayerKind.CONFINED
-    # Not protected: on the lab kernel that starved per-CPU kernel work until the watchdog
-    # ejected scx_layered (docs/lab.md).
-    assert (critical.protected, critical.exclusive, critical.preempt) == (False, True, True)
+    # Protected: batch never borrows a critical CPU, so a wake-up never waits on preemption.
+    assert (critical.protected, critical.exclusive, critical.preempt) == (True, True, True)
     # 2.5 CPUs of exclusive work need 3 cores, i.e. 6 CPUs with their idle siblings.
     assert critical.cpus_range == (6, 6)
 

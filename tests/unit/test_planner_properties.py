@@ -120,7 +120,7 @@ def test_cpu_ranges_fit_the_machine_in_whole_cores(
         assert high % tpc == 0
     for layer in sized:
         if layer.kind is LayerKind.CONFINED:
-            assert not layer.protected
+            assert layer.protected
             assert layer.exclusive
             assert (layer.cpus_range or (0, 0))[1] <= (shape.nr_cores - 1) * tpc
     assert sum((layer.cpus_range or (0, 0))[0] for layer in sized) <= shape.nr_cpus

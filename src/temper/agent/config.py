@@ -60,7 +60,7 @@ class AgentConfig:
     # SysRq-S or a crashed child is noticed within this.
     interval_s: float = 2.0
     # How long scx_layered may take to attach before the start counts as a failure: under a
-    # second on real hardware, up to ~35 s in the single-threaded TCG lab.
+    # second on real hardware, up to ~35 s in the TCG lab.
     start_timeout_s: float = 60.0
     # A watch silent this long is opened again: it may hang without closing (a quiet cluster
     # is silent too, so a reopen is routine, not an error).

@@ -27,10 +27,11 @@ directories were kept beside it):
   Boots of 7.3.4+deb13-amd64 (trixie-backports) and 7.2.13+deb14-amd64 (sid) both showed
   `/sys/kernel/sched_ext/state` = `disabled` and `/sys/kernel/btf/vmlinux` present.
 - /dev/kvm exists but nested virtualization does not work, so QEMU runs TCG. Multi-threaded TCG
-  crashes this kernel intermittently: "Oops: int3 ... Kernel panic - not syncing: Fatal
-  exception in interrupt", in 2 of 6 plain boots and in 1 of 4 boots loading scx_layered. With
-  `-accel tcg,thread=single` every run passed (12 of 12 loading scx_layered, every plain boot),
-  at the cost of guest parallelism: a job's CPUs take turns on one host thread.
+  with the host's QEMU 7.2 crashes this kernel intermittently: "Oops: int3 ... Kernel panic -
+  not syncing: Fatal exception in interrupt", in 2 of 6 plain boots and in 1 of 4 boots loading
+  scx_layered; `-accel tcg,thread=single` avoided it at the cost of guest parallelism. The lab
+  now runs Debian's backported QEMU multi-threaded (`qemu.py`; docs/lab.md has its stability
+  proof and the reproducer that still oopses 7.2 with any CPU model).
 - A boot to the job takes about 5-8 s with QEMU's PVH entry (the uncompressed ELF vmlinux, which
   skips the bzImage decompressor) and the qboot firmware instead of SeaBIOS.
 - libbpf resolves a BPF program's `__kconfig` externs from /boot/config-$(uname -r), or

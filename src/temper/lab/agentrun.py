@@ -10,7 +10,7 @@ from pathlib import Path
 
 from temper.host.sched_ext import read_sched_ext
 
-# scx_layered attaches in 18-35 s under single-threaded TCG (docs/lab.md); leave room.
+# scx_layered attaches in 15-35 s under TCG (docs/lab.md), longer on a busy host; leave room.
 LAB_START_TIMEOUT_S = 180
 AGENT_LOG = "agent.log"
 

@@ -179,6 +179,13 @@ def _pipes(proc: subprocess.Popen[bytes]) -> tuple[IO[bytes], IO[bytes]]:
     return proc.stdout, proc.stderr
 
 
+def package_file(stanzas: Mapping[str, Mapping[str, str]], name: str, suite: str) -> PackageFile:
+    """The .deb of package `name` in a parsed index of `suite`; LabError when it is not there."""
+    if name not in stanzas:
+        raise LabError(f"the {suite} package index has no {name}")
+    return _package_file(stanzas[name])
+
+
 def _package_file(stanza: Mapping[str, str]) -> PackageFile:
     try:
         return PackageFile(

@@ -1,13 +1,17 @@
 """One lab benchmark's guest side, run from the host: boot, run a `temper.lab` module, collect.
 
 The benchmark drivers under `bench/` use it: the module runs as root in a 2-vCPU guest (no
-SMT; single-threaded TCG, docs/lab.md) with the repository shared read-only and a scratch
-directory shared writable, and writes its JSON there through `--out`.
+SMT; the lab's TCG mode, docs/lab.md) with the repository shared read-only and a scratch
+directory shared writable, and writes its JSON there through `--out`. `GuestJob.vm` says how
+the guest ran (QEMU's version, TCG mode, CPU model) and what else the host ran meanwhile.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from temper.lab.provision import provision_kernel
-from temper.lab.vm import run_in_guest
+from temper.lab.qemu import Accel
+from temper.lab.vm import qemu_version, run_in_guest
 
 REPO = Path(__file__).resolve().parents[3]
 CPUS, CORES, THREADS = 2, 2, 1
@@ -38,17 +43,25 @@ class GuestJob:
     kernel: str
     returncode: int
     wall_s: float
+    vm: dict[str, Any]
+    guest_json: Path | None  # a copy of what the module wrote, in the lab's run directory
 
 
 def run_module(
-    module: str, arguments: list[str], timeout_s: float, memory_mb: int = MEMORY_MB
+    module: str,
+    arguments: list[str],
+    timeout_s: float,
+    memory_mb: int = MEMORY_MB,
+    accel: Accel | None = None,
 ) -> GuestJob:
-    """Run `python -m module ARGUMENTS --out FILE` in the guest; progress goes to stderr."""
+    """Run `python -m module ARGUMENTS --out FILE` in the guest; progress goes to stderr.
+    `accel` overrides how QEMU runs it (default: the provisioned lab QEMU's)."""
     kernel = provision_kernel(lambda line: print(f"lab: {line}", file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="temper-guestjob") as tmp:
         shared = Path(tmp)
         out = shared / "guest.json"
-        script = f"cd {REPO} && {sys.executable} -m {module} {' '.join(arguments)} --out {out}\n"
+        argv = [sys.executable, "-m", module, *arguments, "--out", str(out)]
+        script = f"cd {shlex.quote(str(REPO))} && {shlex.join(argv)}\n"
         result = run_in_guest(
             kernel,
             script,
@@ -58,10 +71,40 @@ def run_module(
             memory_mb=memory_mb,
             timeout_s=timeout_s,
             shares=[(REPO, False), (shared, True)],
+            accel=accel,
         )
         print(result.output, file=sys.stderr)
         report = json.loads(out.read_text()) if out.is_file() else {}
-    return GuestJob(report, kernel.release, result.returncode, result.wall_s)
+        kept = None
+        if out.is_file() and result.run_dir is not None:
+            kept = result.run_dir / "guest.json"  # the raw figures outlive a failed report
+            shutil.copyfile(out, kept)
+    host = result.host
+    accel = accel or kernel.accel
+    vm = {
+        "cpus": CPUS,
+        "cores": CORES,
+        "threads": THREADS,
+        "memory_mb": memory_mb,
+        "accel": accel.qemu_accel,
+        "cpu_model": accel.cpu,
+        "qemu": qemu_version(accel),
+        "vcpu_pins": host.vcpu_pins if host else {},
+        "host_cpus": os.cpu_count(),
+        "host_busy_cpus": host.busy_cpus if host else None,
+        "host_qemu_cpus": host.qemu_cpus if host else None,
+        "host_other_cpus": host.other_cpus if host else None,
+    }
+    return GuestJob(report, kernel.release, result.returncode, result.wall_s, vm, kept)
+
+
+def tcg_mode(vm: dict[str, Any]) -> str:
+    """How a report's guest ran, for its prose: reports from before `vm` was recorded ran
+    single-threaded TCG."""
+    accel = vm.get("accel", "tcg,thread=single")
+    if accel == "tcg,thread=multi":
+        return f"multi-threaded TCG (`{accel}`, each vCPU on its own host thread; {vm.get('qemu')})"
+    return f"single-threaded TCG (`{accel}`, both vCPUs on one host thread)"
 
 
 def write_report(out: Path, stem: str, report: dict[str, Any], markdown: str) -> Path:

@@ -4,11 +4,14 @@
 
 Each moves itself into its container's cgroup (`cgroup.procs`) before it does any work:
 
-- `server`: answers each request on a UNIX seqpacket socket after `busy(--iterations)`;
+- `server`: answers each request on a UNIX seqpacket socket after `busy(--iterations)`; with
+  `--workers N` it forks N-1 more processes that serve the same socket, so up to N requests
+  are worked on at once (a service's worker pool);
 - `client`: an open-loop driver in the same container; for each `run <duration_s> <period_us>
-  <outfile>` line on stdin it sends one request per period at scheduled times, writes the
-  latencies (from each request's *scheduled* send time, so queueing and a late client both
-  count) to outfile, and answers `done`;
+  <burst> <outfile>` line on stdin it sends `burst` requests at once every period, at
+  scheduled times, writes the latencies (from each request's *scheduled* send time, so
+  queueing, a late client and a request waiting behind its own burst all count) to outfile,
+  and answers `done`;
 - `batch`: spins, publishing (iterations, CLOCK_MONOTONIC time) to `--counter` every 0.1 s.
 """
 
@@ -23,6 +26,7 @@ import struct
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,32 @@ DRAIN_S = 10.0  # how long the client waits for outstanding responses after its 
 BATCH_CHUNK = 2000  # spin iterations between clock reads
 PUBLISH_S = 0.1  # how often a spinner publishes its count
 _MSG = struct.Struct("<q")
+
+
+@dataclass(frozen=True)
+class LcProfile:
+    """One latency-critical service shape: its worker pool and its arrivals
+    (`temper.lab.interference` drives each; its docstring says why these two)."""
+
+    name: str
+    workers: int
+    burst: int  # requests sent at once, every period
+    period_us: int
+    work_us: int  # busy work per request, calibrated on the idle node
+
+    def settings(self) -> dict[str, int]:
+        return {
+            "workers": self.workers,
+            "burst": self.burst,
+            "period_us": self.period_us,
+            "work_us": self.work_us,
+        }
+
+
+PROFILES = (
+    LcProfile("light", workers=1, burst=1, period_us=10_000, work_us=300),
+    LcProfile("heavy", workers=4, burst=4, period_us=40_000, work_us=1500),
+)
 
 
 def busy(iterations: int) -> int:
@@ -45,7 +75,10 @@ def _join_cgroup(path: str) -> None:
     (CGROUP_ROOT / path.strip("/") / "cgroup.procs").write_text(f"{os.getpid()}\n")
 
 
-def _role_server(sock: socket.socket, iterations: int) -> None:
+def _role_server(sock: socket.socket, iterations: int, workers: int) -> None:
+    for _ in range(workers - 1):
+        if os.fork() == 0:
+            break  # a worker: serve like the first; all share the socket
     while True:
         data = sock.recv(_MSG.size)
         if not data:
@@ -55,23 +88,24 @@ def _role_server(sock: socket.socket, iterations: int) -> None:
 
 
 def _role_client(sock: socket.socket) -> None:
-    """Read `run <duration_s> <period_us> <outfile>` lines on stdin; answer `done` per run."""
+    """Read `run <duration_s> <period_us> <burst> <outfile>` lines; answer `done` per run."""
     seq = 0
     for line in sys.stdin:
         words = line.split()
         if not words:
             continue
-        duration_s, period_us, out = float(words[1]), int(words[2]), Path(words[3])
-        result, seq = _open_loop(sock, duration_s, period_us / 1e6, seq)
+        duration_s, period_us, burst = float(words[1]), int(words[2]), int(words[3])
+        result, seq = _open_loop(sock, duration_s, period_us / 1e6, burst, seq)
+        out = Path(words[4])
         out.write_text(json.dumps(result))
         print("done", flush=True)
 
 
 def _open_loop(
-    sock: socket.socket, duration_s: float, period_s: float, seq: int
+    sock: socket.socket, duration_s: float, period_s: float, burst: int, seq: int
 ) -> tuple[dict[str, Any], int]:
-    """Send one request per period at scheduled times; latency is from the scheduled time."""
-    count = int(duration_s / period_s)
+    """Send `burst` requests per period at scheduled times; latency is from the scheduled time."""
+    count = int(duration_s / period_s) * burst
     start = time.monotonic() + 0.05
     scheduled: dict[int, float] = {}
     latencies: list[int] = []
@@ -79,18 +113,18 @@ def _open_loop(
     sent = 0
     with selectors.DefaultSelector() as selector:
         selector.register(sock, selectors.EVENT_READ)
-        deadline = start + count * period_s + DRAIN_S
+        deadline = start + (count // burst) * period_s + DRAIN_S
         while (sent < count or scheduled) and time.monotonic() < deadline:
             now = time.monotonic()
-            while sent < count and start + sent * period_s <= now:
-                due = start + sent * period_s
+            while sent < count and start + (sent // burst) * period_s <= now:
+                due = start + (sent // burst) * period_s
                 if now - due > period_s:
                     late_sends += 1
                 scheduled[seq] = due
                 sock.send(_MSG.pack(seq))
                 seq += 1
                 sent += 1
-            wake = start + sent * period_s if sent < count else deadline
+            wake = start + (sent // burst) * period_s if sent < count else deadline
             if selector.select(max(wake - time.monotonic(), 0)):
                 while True:
                     try:
@@ -132,7 +166,7 @@ def run_role(args: argparse.Namespace) -> int:
     sock = socket.socket(fileno=args.fd)
     print("ready", flush=True)
     if args.role == "server":
-        _role_server(sock, args.iterations)
+        _role_server(sock, args.iterations, args.workers)
     else:
         _role_client(sock)
     return 0
@@ -144,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cgroup", required=True)
     parser.add_argument("--fd", type=int)
     parser.add_argument("--iterations", type=int)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--counter")
     return run_role(parser.parse_args(argv))
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from temper.lab import archive, image
 from temper.lab.archive import KernelCandidate
 from temper.lab.errors import LabError
+from temper.lab.qemu import SINGLE_THREADED, Accel, provision_qemu
 
 SUITES = ("trixie-backports", "sid")  # where Debian's 7.x generic kernels live (DESIGN §7)
 PIN_ENV = "TEMPER_LAB_KERNEL"  # a release string, e.g. 7.3.4+deb13-amd64
@@ -57,6 +58,7 @@ class LabKernel:
     vmlinux: Path
     initrd: Path
     config: Path
+    accel: Accel = SINGLE_THREADED  # the QEMU that boots it, and how (provision_qemu's)
 
 
 def lab_cache() -> Path:
@@ -115,7 +117,8 @@ def provision_kernel(
                 known = _provision_release(cache, pinned, progress)
         if pinned is None:
             (kernels / "current").write_text(known + "\n", encoding="utf-8")
-    return _lab_kernel(kernels / known, progress)
+    qemu = provision_qemu(cache, progress, debian_mirror, refresh=refresh)
+    return _lab_kernel(kernels / known, progress, qemu.accel())
 
 
 def _provision_release(cache: Path, pinned: str | None, progress: Progress) -> str:
@@ -231,7 +234,7 @@ def _write_source(path: Path, mirror: str, candidate: KernelCandidate, why: str)
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
-def _lab_kernel(directory: Path, progress: Progress) -> LabKernel:
+def _lab_kernel(directory: Path, progress: Progress, accel: Accel) -> LabKernel:
     """The LabKernel of a ready release; builds the initramfs for the current init.sh if needed."""
     init_script = resources.files("temper.lab").joinpath("init.sh").read_bytes()
     digest = hashlib.sha256(init_script)
@@ -251,6 +254,7 @@ def _lab_kernel(directory: Path, progress: Progress) -> LabKernel:
         vmlinux=directory / "vmlinux",
         initrd=initrd,
         config=directory / "config",
+        accel=accel,
     )
 
 

@@ -7,22 +7,34 @@ job uses the host's Python, venv and binaries. Each run gets a directory
 receives the virtio serial port `lab.result`, and `qemu.log` (QEMU's own messages); the newest
 `KEEP_RUNS` are kept for inspection.
 
-The QEMU command line is the prototype's, with the reasons:
+The QEMU command line, with the reasons:
 
-- `-accel tcg,thread=single`: the host has /dev/kvm but nested virtualization does not work, and
-  multi-threaded TCG crashed this kernel intermittently ("Oops: int3"); single-threaded TCG did
-  not in the prototype's runs.
+- `-accel tcg,thread=multi -cpu max` with the provisioned QEMU (`temper.lab.qemu`, Debian's
+  backport): the host has /dev/kvm but nested virtualization does not work, so TCG it is; each
+  vCPU gets a host thread of its own, pinned to a host CPU of its own (`pin_vcpus`), so a busy
+  batch vCPU no longer slows the critical one. The host release's QEMU 7.2 oopsed the guest
+  kernel in text patching under multi-threaded TCG and ran single-threaded; the backport's
+  stability proof is in docs/lab.md. `LabKernel.accel` carries the choice; a caller may pass
+  another `Accel` (the stability bench does, to reproduce the old finding).
+- `-name temper-lab,debug-threads=on`: QEMU names its vCPU threads `CPU <n>/TCG`, which is how
+  they are found for pinning.
 - `-kernel vmlinux` (an ELF, booted through PVH) with `-bios qboot.rom`: skips SeaBIOS and the
   bzImage decompressor; a boot to the job is about 5-8 s. Without qboot, QEMU's default BIOS
   is used (slower, same result).
 - `-smp cpus,cores=C,threads=T`: an SMT topology, so whole-core logic can be tested (DESIGN §7).
 - The job's output and exit status come through a virtio serial port, not the console: the
   console carries kernel messages, and a tool that scraped it (virtme-ng) lost the exit status.
+
+`GuestResult.host` says what the host's CPUs did meanwhile (QEMU's share and everything else)
+and where each vCPU was pinned, for the benchmark reports.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +45,7 @@ from pathlib import Path
 
 from temper.lab.errors import LabError
 from temper.lab.provision import LabKernel, lab_cache
+from temper.lab.qemu import Accel
 
 QEMU = "qemu-system-x86_64"
 QBOOT = Path("/usr/share/qemu/qboot.rom")  # from qemu-system-data
@@ -42,6 +55,7 @@ CMDLINE_MAX_BYTES = 2047  # x86 COMMAND_LINE_SIZE is 2048 with the terminating N
 # Paths go on the kernel command line and into QEMU's comma-separated options: keep them plain.
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./+@%=~-]*")
 _KERNEL_ARG = re.compile(r"[A-Za-z0-9_.-]+(=[A-Za-z0-9_.,-]+)?")
+_VCPU_THREAD = re.compile(r"CPU (\d+)/TCG")
 _RC = b"__LAB_RC__="
 _FATAL = b"__LAB_FATAL__="
 
@@ -53,6 +67,22 @@ class GuestResult:
     returncode: int
     output: str
     wall_s: float  # from starting QEMU to its exit: boot, job and power-off
+    host: HostLoad | None = None  # what the host's CPUs did meanwhile
+    run_dir: Path | None = None  # the run's directory: job, console, QEMU's log (kept)
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    """The host's CPUs over one guest run: all busy time, and QEMU's own share of it."""
+
+    busy_cpus: float  # mean host CPUs busy (from /proc/stat), QEMU included
+    qemu_cpus: float  # mean host CPUs QEMU used (its rusage)
+    vcpu_pins: dict[int, int]  # vCPU -> the host CPU its thread was pinned to ({}: none)
+
+    @property
+    def other_cpus(self) -> float:
+        """What else ran on the host: the noise beside the guest."""
+        return round(max(self.busy_cpus - self.qemu_cpus, 0.0), 2)
 
 
 @dataclass(frozen=True)
@@ -84,6 +114,7 @@ def run_in_guest(
     timeout_s: float = 900,
     shares: Sequence[tuple[Path, bool]] = (),
     kernel_args: Sequence[str] = (),
+    accel: Accel | None = None,
 ) -> GuestResult:
     """Boot a guest, run `script` (shell, as root, chrooted into the host root, cwd /), return.
 
@@ -108,10 +139,17 @@ def run_in_guest(
         threads=threads,
         memory_mb=memory_mb,
         kernel_args=kernel_args,
+        accel=accel,
     )
-    start = time.monotonic()
-    qemu_rc = _run_qemu(command, run_dir, timeout_s)
+    start, host_0, qemu_0 = time.monotonic(), _host_busy_s(), _children_cpu_s()
+    pin = cpus if (accel or kernel.accel).tcg_threads == "multi" else 0
+    qemu_rc, pins = _run_qemu(command, run_dir, timeout_s, pin)
     wall_s = time.monotonic() - start
+    host = HostLoad(
+        round((_host_busy_s() - host_0) / wall_s, 2),
+        round((_children_cpu_s() - qemu_0) / wall_s, 2),
+        pins,
+    )
     report = parse_result_port((run_dir / "result").read_bytes())
     if report.fatal is not None:
         raise _guest_error(f"the guest's init failed: {report.fatal}", run_dir)
@@ -119,7 +157,7 @@ def run_in_guest(
         raise _guest_error(
             f"the guest never reported an exit status (QEMU exit {qemu_rc})", run_dir
         )
-    return GuestResult(report.returncode, report.output, wall_s)
+    return GuestResult(report.returncode, report.output, wall_s, host, run_dir)
 
 
 def plan_shares(shares: Sequence[tuple[Path, bool]]) -> list[Share]:
@@ -149,6 +187,7 @@ def qemu_command(
     threads: int,
     memory_mb: int,
     kernel_args: Sequence[str] = (),
+    accel: Accel | None = None,
 ) -> list[str]:
     """The QEMU argv for one run (see the module docstring for each choice)."""
     for path in (run_dir, job):
@@ -165,12 +204,16 @@ def qemu_command(
         raise LabError(
             f"the kernel command line is too long ({len(append)} bytes): share fewer paths"
         )
+    accel = accel or kernel.accel
+    qboot = (accel.firmware or QBOOT.parent) / QBOOT.name
     command = [
-        QEMU,
-        *("-machine", "pc", "-accel", "tcg,thread=single", "-cpu", "max"),
+        accel.qemu,
+        *(("-L", str(accel.firmware)) if accel.firmware else ()),
+        *("-machine", "pc", "-accel", accel.qemu_accel, "-cpu", accel.cpu),
+        *("-name", "temper-lab,debug-threads=on"),
         *("-smp", f"{cpus},cores={cores},threads={threads}", "-m", str(memory_mb)),
         *("-nographic", "-nodefaults", "-no-reboot", "-serial", f"file:{run_dir / 'console'}"),
-        *(("-bios", str(QBOOT)) if QBOOT.is_file() else ()),
+        *(("-bios", str(qboot)) if qboot.is_file() else ()),
         *("-kernel", str(kernel.vmlinux), "-initrd", str(kernel.initrd), "-append", append),
         *_ninep("hostroot", Path("/"), writable=False),
         *("-device", "virtio-serial-pci"),
@@ -212,15 +255,21 @@ def _ninep(tag: str, path: Path, *, writable: bool) -> list[str]:
     return ["-fsdev", fsdev, "-device", f"virtio-9p-pci,fsdev={tag},mount_tag={tag}"]
 
 
-def _run_qemu(command: list[str], run_dir: Path, timeout_s: float) -> int:
-    """Run QEMU to its exit and return its status; past `timeout_s` kill it and raise."""
+def _run_qemu(
+    command: list[str], run_dir: Path, timeout_s: float, vcpus: int
+) -> tuple[int, dict[int, int]]:
+    """Run QEMU to its exit; its status and the vCPU pins (`pin_vcpus`, when `vcpus` > 0).
+    Past `timeout_s` QEMU is killed and LabError raised."""
     if shutil.which(command[0]) is None:
         raise LabError(f"{command[0]} not found: run `python -m temper.lab provision` first")
     (run_dir / "result").write_bytes(b"")
     returncode: int | None = None
+    pins: dict[int, int] = {}
     with (run_dir / "qemu.log").open("wb") as log:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
+            if vcpus:
+                pins = pin_vcpus(proc.pid, vcpus)
             returncode = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             pass
@@ -230,7 +279,39 @@ def _run_qemu(command: list[str], run_dir: Path, timeout_s: float) -> int:
                 proc.wait()
     if returncode is None:
         raise _guest_error(f"the guest did not finish within {timeout_s:g} s; QEMU killed", run_dir)
-    return returncode
+    return returncode, pins
+
+
+def pin_vcpus(pid: int, vcpus: int, timeout_s: float = 10.0) -> dict[int, int]:
+    """Pin each vCPU thread of QEMU `pid` (named `CPU <n>/TCG` with debug-threads) to a host
+    CPU of its own, round robin over the CPUs this process may use; {vCPU: host CPU}.
+
+    Without pinning the host's scheduler may stack both vCPU threads on one core for a while,
+    which is the single-threaded lab's tax again. The threads appear as the vCPUs are created,
+    so they are looked for until all are there or `timeout_s` passes.
+    """
+    host_cpus = sorted(os.sched_getaffinity(0))
+    deadline = time.monotonic() + timeout_s
+    pins: dict[int, int] = {}
+    while len(pins) < vcpus and time.monotonic() < deadline:
+        for tid, vcpu in _vcpu_threads(pid).items():
+            if vcpu not in pins:
+                with contextlib.suppress(OSError):  # QEMU may exit meanwhile
+                    os.sched_setaffinity(tid, {host_cpus[vcpu % len(host_cpus)]})
+                    pins[vcpu] = host_cpus[vcpu % len(host_cpus)]
+        time.sleep(0.05)
+    return pins
+
+
+def _vcpu_threads(pid: int) -> dict[int, int]:
+    """{thread id: vCPU index} of QEMU's TCG vCPU threads."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            match = _VCPU_THREAD.fullmatch((task / "comm").read_text().strip())
+            if match:
+                found[int(task.name)] = int(match.group(1))
+    return found
 
 
 def _guest_error(problem: str, run_dir: Path) -> LabError:
@@ -241,6 +322,29 @@ def _guest_error(problem: str, run_dir: Path) -> LabError:
         f"{problem}; run directory {run_dir}{qemu_part}\n"
         f"last {CONSOLE_TAIL_LINES} console lines:\n{tail}"
     )
+
+
+def qemu_version(accel: Accel) -> str:
+    """QEMU's own version line, e.g. `QEMU emulator version 10.0.2 (Debian ...)`."""
+    binary = accel.qemu
+    try:
+        done = subprocess.run(
+            [binary, "--version"], check=False, capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LabError(f"cannot run {binary} --version: {exc}") from exc
+    return done.stdout.splitlines()[0].strip() if done.stdout else "unknown"
+
+
+def _host_busy_s() -> float:
+    """Seconds of CPU time the host's CPUs have been busy since boot (all CPUs together)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _check_topology(cpus: int, cores: int, threads: int) -> None:

@@ -32,9 +32,9 @@ Approach
 3. Place every pod with the scheduler's own first-match rule (`scx.place`) and check it lands in
    its tier: the layout is verified, not trusted.
 4. Size each layer from what was placed in it and from the machine:
-   - critical: Confined, exclusive, preempting, not `protected` (docs/lab.md: on the lab
-     kernel a protected layer starved per-CPU kernel work on its CPUs until the sched_ext
-     watchdog ejected the scheduler); its CPU range is whole cores, at
+   - critical: Confined, exclusive, preempting and `protected`: its idle CPUs are never lent,
+     so a critical wake-up finds its CPU free instead of waiting for a batch task to be
+     preempted (docs/lab.md has the experiments); its CPU range is whole cores, at
      least enough cores to run its pods' requests (an exclusive core runs one critical thread at
      a time, its SMT sibling idle), at most what the pods' limits need, never more than all
      cores but one;
@@ -400,7 +400,7 @@ def _size_layer(
         weight=weight,
         cpus_range=cpus_range,
         util_range=util_range,
-        protected=False,  # see the essay: protected starves per-CPU kernel work (docs/lab.md)
+        protected=exclusive,  # critical never lends its idle CPUs (the essay, docs/lab.md)
         exclusive=exclusive,
         preempt=exclusive,
         comment=_comment(layer, pods),

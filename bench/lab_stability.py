@@ -1,0 +1,153 @@
+"""The lab's stability proof: many boots, each enabling and disabling scx_layered under load.
+
+Boots the lab guest (the provisioned QEMU, as every lab run: docs/lab.md) `--boots` times; each
+boot runs `python -m temper.lab.stability` (`--cycles` enable/disable cycles of the real
+scx_layered beside a busy kernel) and reports every kernel log line naming an oops, a BUG, a
+warning or a panic. A guest that dies without reporting is a failure, with its console's
+trouble lines.
+
+    python bench/lab_stability.py [--boots 50] [--cycles 1] [--out DIR]
+    python bench/lab_stability.py --storm 4000 --boots 2 [--host-qemu] [--cpu qemu64] --out DIR
+
+`--storm N` boots the reproducer instead (N flips of one static key, no scx_layered);
+`--host-qemu` runs the host release's own QEMU, multi-threaded, as the lab once tried.
+
+Writes DIR/lab-stability.json and .md and prints the JSON's path last; exits 1 unless every
+boot and cycle was clean. About 40 s a boot on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from temper.lab.errors import LabError
+from temper.lab.guestjob import pinned_scx_layered, run_module, write_report
+from temper.lab.provision import provision_kernel
+from temper.lab.qemu import Accel
+from temper.lab.stability import kernel_trouble
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--boots", type=int, default=50)
+    parser.add_argument("--cycles", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "reports")
+    parser.add_argument("--storm", type=int, default=0, help="N static-key flips per boot")
+    parser.add_argument("--host-qemu", action="store_true", help="the host's QEMU, not the lab's")
+    parser.add_argument("--cpu", default="max", help="QEMU CPU model (default max)")
+    args = parser.parse_args()
+    accel = None
+    if args.host_qemu or args.cpu != "max":
+        lab = provision_kernel(lambda line: None).accel
+        accel = Accel("multi", args.cpu) if args.host_qemu else replace(lab, cpu=args.cpu)
+    job_args = [f"--storm={args.storm}"] if args.storm else []
+    if not args.storm:
+        job_args = [f"--scx-layered={pinned_scx_layered()}", f"--cycles={args.cycles}"]
+    boots: list[dict[str, Any]] = []
+    vm: dict[str, Any] = {}
+    started = time.monotonic()
+    for n in range(args.boots):
+        try:
+            job = run_module(
+                "temper.lab.stability", job_args, timeout_s=600 + 300 * args.cycles, accel=accel
+            )
+        except LabError as exc:
+            boots.append({"boot": n, "crashed": True, "kernel_trouble": kernel_trouble(str(exc))})
+        else:
+            vm = job.vm
+            boots.append({"boot": n, "crashed": False, "exit": job.returncode, **job.report})
+        print(f"stability: boot {n + 1}/{args.boots}: {summary_line(boots[-1])}", file=sys.stderr)
+    cycles = 0 if args.storm else args.cycles
+    report = build_report(boots, vm, cycles, round(time.monotonic() - started))
+    report["storm_toggles_per_boot"] = args.storm
+    stem = "lab-stability-storm" if args.storm else "lab-stability"
+    write_report(args.out, stem, report, render_markdown(report))
+    return 0 if report["clean"] else 1
+
+
+def summary_line(boot: dict[str, Any]) -> str:
+    if boot["crashed"]:
+        return "CRASHED " + "; ".join(boot["kernel_trouble"][:2])
+    cycles = boot.get("cycles", [])
+    attached = sum(c["attached"] for c in cycles)
+    trouble = len(boot.get("kernel_trouble", []))
+    return f"{attached}/{len(cycles)} enables, {trouble} kernel trouble lines"
+
+
+def build_report(
+    boots: list[dict[str, Any]], vm: dict[str, Any], cycles: int, wall_s: int
+) -> dict[str, Any]:
+    cycles_run = [c for b in boots for c in b.get("cycles", [])]
+    troubled = [b["boot"] for b in boots if b["crashed"] or b.get("kernel_trouble")]
+    report = {
+        "benchmark": "lab-stability",
+        "date": time.strftime("%Y-%m-%d"),
+        "vm": vm,
+        "cycles_per_boot": cycles,
+        "boots": len(boots),
+        "boots_crashed": sum(b["crashed"] for b in boots),
+        "boots_with_kernel_trouble": len(troubled),
+        "enables": sum(c["attached"] for c in cycles_run),
+        "disables": sum(c["disabled"] for c in cycles_run),
+        "cycles": len(cycles_run),
+        "attach_s": sorted(c["attach_s"] for c in cycles_run),
+        "wall_s": wall_s,
+        "runs": boots,
+    }
+    wanted = len(boots) * cycles
+    report["clean"] = not troubled and report["enables"] == report["disables"] == wanted
+    return report
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    vm = report["vm"]
+    attach = report["attach_s"]
+    lines = [
+        "# Lab stability: scx_layered enables and disables under multi-threaded TCG",
+        "",
+        f"Run {report['date']}: {vm.get('qemu')}, `-accel {vm.get('accel')} -cpu "
+        f"{vm.get('cpu_model')}`, {vm.get('cpus')} vCPUs pinned {vm.get('vcpu_pins')} "
+        "(vCPU: host CPU), kernel as provisioned.",
+        "",
+        f"- Boots: {report['boots']}, crashed: {report['boots_crashed']}, with kernel trouble "
+        f"lines (oops, BUG, warning, panic): {report['boots_with_kernel_trouble']}.",
+        f"- scx_layered enables: {report['enables']}, disables: {report['disables']} of "
+        f"{report['cycles']} cycles ({report['cycles_per_boot']} per boot), each under a pipe "
+        "ping-pong and a spinner.",
+        f"- Attach time: min {attach[0] if attach else '-'} s, median "
+        f"{attach[len(attach) // 2] if attach else '-'} s, max {attach[-1] if attach else '-'} s.",
+        f"- Static-key storm: {report.get('storm_toggles_per_boot') or 0} flips per boot.",
+        f"- Verdict: **{'clean' if report['clean'] else 'NOT clean'}**. Wall time "
+        f"{report['wall_s']} s.",
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        f"python bench/lab_stability.py --boots {report['boots']} --cycles "
+        f"{report['cycles_per_boot']}"
+        + (
+            f" --storm {report['storm_toggles_per_boot']}"
+            if report.get("storm_toggles_per_boot")
+            else ""
+        ),
+        "```",
+        "",
+    ]
+    troubled = [r for r in report["runs"] if r["crashed"] or r.get("kernel_trouble")]
+    if troubled:
+        lines += ["## Boots with kernel trouble", ""]
+        for r in troubled:
+            lines.append(f"- boot {r['boot']}: " + "; ".join(r["kernel_trouble"][:4]))
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
