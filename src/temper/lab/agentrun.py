@@ -48,10 +48,13 @@ def start_agent(
         )
 
 
-def stop_agent(agent: subprocess.Popen[bytes], timeout_s: float = 60) -> int | None:
+def stop_agent(
+    agent: subprocess.Popen[bytes], timeout_s: float = 60, sig: int = signal.SIGTERM
+) -> int | None:
     """SIGTERM the agent (it puts the node back on the stock scheduler); SIGKILL if it hangs.
-    Its exit status, or None when it had to be killed."""
-    agent.send_signal(signal.SIGTERM)
+    Its exit status, or None when it had to be killed. A scx_layered started directly stops
+    the same way on `sig=SIGINT` (it detaches and exits)."""
+    agent.send_signal(sig)
     try:
         return agent.wait(timeout_s)
     except subprocess.TimeoutExpired:

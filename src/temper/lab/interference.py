@@ -250,7 +250,7 @@ class Bench:
             return self.enforced(name, lambda: stop_agent(agent), agent_log=True)
         variant = next(v for v in self.variants if v.scenario == name)
         scheduler = self.start_variant(variant)
-        return self.enforced(name, lambda: stop_scheduler(scheduler))
+        return self.enforced(name, lambda: stop_agent(scheduler, sig=signal.SIGINT))
 
     def measure_profiles(self, name: str) -> list[dict[str, Any]]:
         return [self.measure(name, profile) for profile in PROFILES]
@@ -438,17 +438,6 @@ class Bench:
             "pooled": {key: latency_figures(values) for key, values in self.latencies.items()},
             "runs": self.runs,
         }
-
-
-def stop_scheduler(scheduler: subprocess.Popen[bytes], timeout_s: float = 60) -> int | None:
-    """SIGINT a directly started scx_layered (it detaches and exits); SIGKILL if it hangs."""
-    scheduler.send_signal(signal.SIGINT)
-    try:
-        return scheduler.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        scheduler.kill()
-        scheduler.wait()
-        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from temper.host.sched_ext import SchedState, read_sched_ext
+from temper.lab.agentrun import stop_agent
 from temper.lab.proof import wait
 
 ROOT = Path("/")
@@ -73,12 +74,7 @@ def cycle(scx_layered: Path, config: Path, log: Path) -> dict[str, Any]:
     attached = wait(lambda: read_sched_ext(ROOT).state is SchedState.ENABLED, ATTACH_TIMEOUT_S)
     attach_s = round(time.monotonic() - started, 1)
     time.sleep(HELD_S)
-    scheduler.send_signal(signal.SIGINT)
-    try:
-        code = scheduler.wait(60)
-    except subprocess.TimeoutExpired:
-        scheduler.kill()
-        code = scheduler.wait()
+    code = stop_agent(scheduler, sig=signal.SIGINT)
     disabled = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, 60)
     return {"attached": attached, "attach_s": attach_s, "exit": code, "disabled": disabled}
 
