@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from temper.lab.errors import LabError
-from temper.lab.guestjob import pinned_scx_layered, run_module, write_report
+from temper.lab.guestjob import lab_accel, pinned_scx_layered, run_module, write_report
 from temper.lab.variants import parse_variant
 from temper.lab.verdict import TARGETS, mean_of, profile_verdicts
 
@@ -52,6 +52,7 @@ def main() -> int:
         default=None,
         help="default: $SCX_LAYERED, else the pinned build",
     )
+    parser.add_argument("--cpu", help="QEMU CPU model for a probe (default: the lab's)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "reports")
     parser.add_argument(
         "--render-only",
@@ -83,6 +84,7 @@ def main() -> int:
             *(f"--variant={v}" for v in args.variant),
         ],
         timeout_s=GUEST_TIMEOUT_S,
+        accel=lab_accel(args.cpu) if args.cpu else None,
     )
     if not job.report:
         print(f"the guest wrote no report (exit {job.returncode})", file=sys.stderr)

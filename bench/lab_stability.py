@@ -21,13 +21,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from temper.lab.errors import LabError
-from temper.lab.guestjob import pinned_scx_layered, run_module, write_report
-from temper.lab.provision import provision_kernel
+from temper.lab.guestjob import lab_accel, pinned_scx_layered, run_module, write_report
 from temper.lab.qemu import Accel
 from temper.lab.stability import kernel_trouble
 
@@ -41,12 +39,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "reports")
     parser.add_argument("--storm", type=int, default=0, help="N static-key flips per boot")
     parser.add_argument("--host-qemu", action="store_true", help="the host's QEMU, not the lab's")
-    parser.add_argument("--cpu", default="max", help="QEMU CPU model (default max)")
+    parser.add_argument("--cpu", help="QEMU CPU model (default: the lab's)")
     args = parser.parse_args()
-    accel = None
-    if args.host_qemu or args.cpu != "max":
-        lab = provision_kernel(lambda line: None).accel
-        accel = Accel("multi", args.cpu) if args.host_qemu else replace(lab, cpu=args.cpu)
+    accel = lab_accel(args.cpu) if args.cpu else None
+    if args.host_qemu:
+        accel = Accel("multi", args.cpu or "max")
     job_args = [f"--storm={args.storm}"] if args.storm else []
     if not args.storm:
         job_args = [f"--scx-layered={pinned_scx_layered()}", f"--cycles={args.cycles}"]

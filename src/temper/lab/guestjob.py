@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,11 @@ class GuestJob:
     wall_s: float
     vm: dict[str, Any]
     guest_json: Path | None  # a copy of what the module wrote, in the lab's run directory
+
+
+def lab_accel(cpu: str) -> Accel:
+    """The provisioned lab QEMU's way of running a guest, with another CPU model (a probe)."""
+    return replace(provision_kernel(lambda line: None).accel, cpu=cpu)
 
 
 def run_module(

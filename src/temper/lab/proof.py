@@ -201,12 +201,20 @@ class Proof:
 
     def child_death(self) -> None:
         before = read_sched_ext(ROOT).enable_seq or 0
-        pids = _pids_named("scx_layered")
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+        # The replacement just before leaves the old instance exiting: wait for it to go, so the
+        # kill hits the instance that is attached, and a pid that exits first is reported.
+        one = wait(lambda: len(_pids_named("scx_layered")) == 1, 60)
+        killed, gone = [], []
+        for pid in _pids_named("scx_layered"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                gone.append(pid)
         stock = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, 10)
         again = wait(lambda: _ours() and (read_sched_ext(ROOT).enable_seq or 0) > before, 240)
-        self.check("restart after SIGKILL", stock and again and bool(pids), _kernel())
+        detail = {"killed": killed, "exited before the kill": gone, "one instance": one}
+        self.check("restart after SIGKILL", stock and again and bool(killed), _kernel() | detail)
 
     def sysrq(self) -> None:
         Path("/proc/sysrq-trigger").write_text("S")

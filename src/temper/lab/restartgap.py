@@ -193,6 +193,17 @@ def baseline(scx: Path, shape: MachineShape, runs: int, sampler: Sampler) -> lis
     return gaps
 
 
+def _flip_tier() -> None:
+    """Move the `flip` pod to the other tier than the one its manifest has now. Derived from the
+    file, not from a run counter: a phase that started its own count at 0 after an odd number of
+    flips wrote the tier already set, no replacement was due, and the harness waited it out."""
+    path = WORK / "pods" / "flip.json"
+    high = json.loads(path.read_text())["spec"].get("priorityClassName") == "temper-high"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(flip_pod(high=not high).manifest))
+    partial.replace(path)
+
+
 def replacements(
     runs: int, sampler: Sampler, agent_alive: Callable[[], bool], into: dict[str, Any]
 ) -> None:
@@ -204,9 +215,7 @@ def replacements(
     for run in range(runs):
         seq = _enable_seq()
         start = time.monotonic()
-        manifest = flip_pod(high=run % 2 == 1).manifest
-        (WORK / "pods" / "flip.json.partial").write_text(json.dumps(manifest))
-        (WORK / "pods" / "flip.json.partial").replace(WORK / "pods" / "flip.json")
+        _flip_tier()
         replaced = wait(functools.partial(_replaced, seq), LAB_START_TIMEOUT_S)
         if not replaced or not agent_alive():
             raise RuntimeError(f"restart {run + 1}: the agent did not replace scx_layered")
