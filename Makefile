@@ -6,53 +6,57 @@ STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1
 
 .PHONY: demo plan api test test-fast check bench bench-lab scx-layered control-plane clean
 
+# `## target: what it does (cold TIME, warm TIME)` is each target's help; cold is a first run on a
+# fresh machine, warm one with the caches filled. README.md's command table and its opening
+# commands quote the times word for word (tests/unit/test_make_targets.py).
+
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-## demo: the lab proof: Temper vs stock beside batch, and the restart gap, in a sched_ext guest (~25 min)
+## demo: the lab proof: Temper vs stock beside batch, and the restart gap, in a sched_ext guest (cold ~35 min, warm ~25 min)
 demo: $(STAMP) scx-layered
 	$(BIN)/python bench/demo.py
 
-## plan: plan the bundled example node and print it as a table (seconds)
+## plan: plan the bundled example node and print it as a table (cold ~1 min, warm 1 s)
 plan: $(STAMP)
 	$(BIN)/temper plan --example --format table
 
-## api: regenerate the gRPC code in src/temper/api/v1 and docs/api.md from proto/; print the API fingerprint (seconds)
+## api: regenerate the gRPC code in src/temper/api/v1 and docs/api.md from proto/; print the API fingerprint (cold ~1 min, warm 2 s)
 api: $(STAMP)
 	$(BIN)/python scripts/gen-api
 
-## scx-layered: build the pinned scx_layered into the cache outside the repo (cold: ~20 min)
+## scx-layered: build the pinned scx_layered into the cache outside the repo (cold ~7 min, warm 0 s)
 scx-layered:
 	scripts/install-scx-layered
 
-## control-plane: build kube-apiserver and Helm, fetch etcd, into the cache outside the repo (cold: ~15 min)
+## control-plane: build kube-apiserver and Helm, fetch etcd, into the cache outside the repo (cold ~10 min, warm 0 s)
 control-plane:
 	scripts/install-control-plane
 
-## test: every test tier: unit, integration, scx, control plane, kernel lab (cold: ~40 min, warm: ~10 min)
+## test: every test tier: unit, integration, scx, control plane, kernel lab (cold ~50 min (estimate), warm ~18 min)
 test: $(STAMP) scx-layered control-plane
 	$(BIN)/pytest
 
-## test-fast: unit and integration tiers only
+## test-fast: unit and integration tiers only (cold ~1 min, warm ~40 s)
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit tests/integration
 
-## check: lint, format, types and import contracts
+## check: lint, format, types and import contracts (cold ~1 min, warm ~20 s)
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## bench: planning time (10/100/500 pods), and the agent watching 250 of 5,000 pods; writes bench/reports/
+## bench: planning time (10/100/500 pods), and the agent watching 250 of 5,000 pods; writes bench/reports/ (cold ~15 min (estimate), warm ~5 min)
 bench: $(STAMP) control-plane
 	$(BIN)/python bench/plan_bench.py
 	$(BIN)/python bench/agent_watch.py
 
-## bench-lab: the lab benchmarks into bench/reports/: interference (~15 min), restart gap (~50 min), CPU limit (~5 min), observation overhead on the host and in the guest (~30 min)
+## bench-lab: the lab benchmarks into bench/reports/: interference, restart gap, CPU limit, observation overhead on the host and in the guest (cold ~100 min (estimate), warm ~90 min)
 bench-lab: $(STAMP) scx-layered
 	$(BIN)/python bench/interference.py
 	$(BIN)/python bench/restart_gap.py

@@ -18,8 +18,12 @@ same agent on the measured node with its gRPC API off (`--api-socket off`), for 
 memory and idle CPU.
 
     python bench/agent_watch.py [--nodes 20] [--pods-per-node 250] [--events 100] [--out DIR]
+                                [--render-only]
 
-Writes DIR/agent-watch.json and DIR/agent-watch.md and prints the JSON's path last.
+Writes DIR/agent-watch.json and DIR/agent-watch.md and prints the JSON's path last. The figures
+README.md and docs/ quote come from the committed report through `doc_figures` (each in a block
+named in `FIGURE_DOCS`); `--render-only` rewrites the markdown and those blocks from an existing
+JSON without measuring.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,9 +43,18 @@ from typing import Any
 
 from temper.kubetest.agentproc import AgentProcess
 from temper.kubetest.controlplane import ControlPlane
+from temper.lab.guestjob import write_doc_block
 from temper.policy.machine import synthetic_shape
 
 REPO = Path(__file__).resolve().parents[1]
+REPORTS = REPO / "bench" / "reports"
+RENDER = "python bench/agent_watch.py --render-only"
+# The blocks doc_figures() fills, and the docs that hold each (tests/unit/test_doc_figures.py).
+FIGURE_DOCS = {
+    "agent-watch-figures": ("README.md",),
+    "agent-watch-api-cost": ("docs/cli.md",),
+    "agent-watch-memory": ("docs/reliability.md",),
+}
 CLASSES = ("temper-critical", "temper-high", "temper-normal", "temper-low", "temper-background")
 TARGET_RSS_MIB = 80.0
 TARGET_P99_MS = 100.0
@@ -340,6 +354,52 @@ def _kib_delta_mib(run: dict[str, Any], other: dict[str, Any]) -> float:
     return (run["memory_idle_kib"]["VmRSS"] - other["memory_idle_kib"]["VmRSS"]) / 1024
 
 
+def doc_figures(report: dict[str, Any]) -> dict[str, str]:
+    """The figures README.md and docs/ quote, rendered from the report so they cannot drift:
+    block name -> its text (`FIGURE_DOCS` says which docs hold it)."""
+    cluster, agent, api_off = report["cluster"], report["runs"]["agent"], report["runs"]["api_off"]
+    e2p = report["event_to_plan_ms"]["all"]
+    node = cluster["pods_on_measured_node"]
+    events = len(agent["events"]["create_ms"])
+    budget = report["targets"]["rss_mib"]
+    texts = {
+        "agent-watch-figures": f"Watching {node} pods among {cluster['pods']:,} it peaks at "
+        f"{report['peak_rss_mib']} MiB RSS, and a pod event reaches a new plan in {e2p['p50']} ms "
+        f"p50 / {e2p['p99']} ms p99 (bench/reports/agent-watch.md).",
+        "agent-watch-api-cost": f"What it costs: {_kib_delta_mib(agent, api_off):.1f} MiB of RSS "
+        f"and {agent['idle_millicpu'] - api_off['idle_millicpu']:.2f} millicpu of idle CPU "
+        "(bench/reports/agent-watch.md, measured as the agent with and without `--api-socket "
+        f"off` on the same {node}-pod node).",
+        "agent-watch-memory": f"Row B2, measured: the agent's RSS peaked at "
+        f"{report['peak_rss_mib']} MiB, {report['peak_rss_mib'] / budget:.0%} of its {budget:g} "
+        f"MiB budget, after {events} pod creates and {events} deletes on a {node}-pod node of a "
+        f"{cluster['pods']:,}-pod cluster (bench/reports/agent-watch.md).",
+    }
+    return {name: _wrap(text) for name, text in texts.items()}
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
+
+
+def publish(out: Path, report: dict[str, Any]) -> None:
+    """Write the markdown; when the report is the committed one, the blocks the docs quote."""
+    (out / "agent-watch.md").write_text(render_markdown(report))
+    if out.resolve() != REPORTS:
+        return
+    try:
+        texts = doc_figures(report)
+    except (LookupError, ValueError) as exc:  # a run that stopped early: the docs keep theirs
+        print(
+            f"agent_watch: the docs keep their figures, this report lacks some ({exc!r})",
+            file=sys.stderr,
+        )
+        return
+    for block, text in texts.items():
+        for doc in FIGURE_DOCS[block]:
+            write_doc_block(block, RENDER, text, REPO / doc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=20)
@@ -347,14 +407,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--idle-s", type=float, default=30.0)
     parser.add_argument("--settle-s", type=float, default=5.0)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "reports")
+    parser.add_argument("--out", type=Path, default=REPORTS)
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite DIR/agent-watch.md, and the figures the docs quote, from its JSON",
+    )
     args = parser.parse_args(argv)
+    path = args.out / "agent-watch.json"
+    if args.render_only:
+        publish(args.out, json.loads(path.read_text()))
+        return 0
     with tempfile.TemporaryDirectory(prefix="agent-watch-") as tmp:
         report = measure(args, Path(tmp))
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "agent-watch.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "agent-watch.md").write_text(render_markdown(report))
+    publish(args.out, report)
     print(path)
     return 0
 

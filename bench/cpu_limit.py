@@ -4,14 +4,20 @@ Boots the lab's sched_ext kernel (2 vCPUs, the lab's TCG mode: docs/lab.md) and 
 `python -m temper.lab.cpulimit` there (see its docstring).
 
     python bench/cpu_limit.py [--repeats N] [--duration-s S] [--scx-layered PATH] [--out DIR]
+                              [--render-only]
 
-Writes DIR/cpu-limit.json and DIR/cpu-limit.md and prints the JSON's path last.
+Writes DIR/cpu-limit.json and DIR/cpu-limit.md and prints the JSON's path last. The figures
+docs/ quote come from the committed report through `doc_figures` (each in a block named in
+`FIGURE_DOCS`); `--render-only` rewrites the markdown and those blocks from an existing JSON
+without booting a guest.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +28,14 @@ from temper.lab.guestjob import (
     pinned_scx_layered,
     run_module,
     tcg_mode,
+    write_doc_block,
     write_report,
 )
+
+REPORTS = REPO / "bench" / "reports"
+RENDER = "python bench/cpu_limit.py --render-only"
+# The blocks doc_figures() fills, and the docs that hold each (tests/unit/test_doc_figures.py).
+FIGURE_DOCS = {"cpu-limit-figures": ("docs/lab.md", "docs/planning.md", "docs/scx-layered.md")}
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -86,13 +98,59 @@ def notes(guest: dict[str, Any]) -> list[str]:
     ]
 
 
+def doc_figures(report: dict[str, Any]) -> dict[str, str]:
+    """The figures docs/ quote, rendered from the report so they cannot drift: block name -> its
+    text (`FIGURE_DOCS` says which docs hold it)."""
+    guest = report["guest"]
+    used, ratio = guest["mean_cpus_used"], guest["ratio_to_limit"]
+    repeats = len({r["repeat"] for r in guest["runs"]})
+    text = (
+        f"Measured in the lab (QEMU TCG, {guest['node_cpus']} vCPUs): a Burstable pod limited to "
+        f"{guest['pod']['limit_millis']}m, running {guest['spinning_processes']} CPU-bound "
+        f"processes, used {used['stock']} CPUs under the stock scheduler ({ratio['stock']}x its "
+        f"limit) and {used['temper']} CPUs under Temper ({ratio['temper']}x), the mean of "
+        f"{repeats} repeats (bench/reports/cpu-limit.md)."
+    )
+    return {
+        "cpu-limit-figures": textwrap.fill(
+            text, width=100, break_long_words=False, break_on_hyphens=False
+        )
+    }
+
+
+def publish(out: Path, report: dict[str, Any]) -> None:
+    """Write the report; when it is the committed one, the blocks the docs quote too."""
+    write_report(out, "cpu-limit", report, render_markdown(report))
+    if out.resolve() != REPORTS:
+        return
+    try:
+        texts = doc_figures(report)
+    except (LookupError, ValueError) as exc:  # a run that stopped early: the docs keep theirs
+        print(
+            f"cpu_limit: the docs keep their figures, this report lacks some ({exc!r})",
+            file=sys.stderr,
+        )
+        return
+    for block, text in texts.items():
+        for doc in FIGURE_DOCS[block]:
+            write_doc_block(block, RENDER, text, REPO / doc)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--scx-layered", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "reports")
+    parser.add_argument("--out", type=Path, default=REPORTS)
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite DIR/cpu-limit.md, and the figures the docs quote, from DIR/cpu-limit.json",
+    )
     args = parser.parse_args()
+    if args.render_only:
+        publish(args.out, json.loads((args.out / "cpu-limit.json").read_text()))
+        return 0
     scx = args.scx_layered or pinned_scx_layered()
     if not scx.is_file():
         parser.error(f"{scx}: no scx_layered there (make scx-layered builds it)")
@@ -114,8 +172,7 @@ def main() -> int:
         "guest_exit": job.returncode,
         "guest_wall_s": round(job.wall_s, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_report(args.out, "cpu-limit", report, render_markdown(report))
+    publish(args.out, report)
     return 0 if job.returncode == 0 else 1
 
 

@@ -23,21 +23,30 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from temper.lab.errors import LabError
-from temper.lab.guestjob import lab_accel, pinned_scx_layered, run_module, write_report
+from temper.lab.guestjob import (
+    MEASURE_KERNEL_ARGS,
+    lab_accel,
+    pinned_scx_layered,
+    run_module,
+    write_doc_block,
+    write_report,
+)
 from temper.lab.variants import parse_variant
 from temper.lab.verdict import TARGETS, mean_of, profile_verdicts
 
 REPO = Path(__file__).resolve().parents[1]
-LAB_DOC = REPO / "docs" / "lab.md"
+REPORTS = REPO / "bench" / "reports"
 SCENARIOS = ("alone", "alone_pinned", "stock", "stock_cpu_idle", "temper")
-FIGURES_BEGIN = "<!-- interference-figures: bench/interference.py --render-only -->"
-FIGURES_END = "<!-- /interference-figures -->"
+FIGURES = "interference-figures"  # the docs/lab.md block lab_figures() fills
+RENDER = "python bench/interference.py --render-only"
+FIGURE_DOCS = {FIGURES: ("docs/lab.md",)}  # tests/unit/test_doc_figures.py keeps them equal
 GUEST_TIMEOUT_S = 5400
 
 
@@ -53,7 +62,7 @@ def main() -> int:
         help="default: $SCX_LAYERED, else the pinned build",
     )
     parser.add_argument("--cpu", help="QEMU CPU model for a probe (default: the lab's)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "reports")
+    parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument(
         "--render-only",
         action="store_true",
@@ -61,9 +70,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.render_only:
-        report = json.loads((args.out / "interference.json").read_text())
-        write_report(args.out, "interference", report, render_markdown(report))
-        write_lab_figures(report)
+        publish(args.out, json.loads((args.out / "interference.json").read_text()))
         return 0
     for spec in args.variant:
         try:
@@ -85,14 +92,27 @@ def main() -> int:
         ],
         timeout_s=GUEST_TIMEOUT_S,
         accel=lab_accel(args.cpu) if args.cpu else None,
+        kernel_args=MEASURE_KERNEL_ARGS,
     )
     if not job.report:
         print(f"the guest wrote no report (exit {job.returncode})", file=sys.stderr)
         return 1
     print(f"the guest's raw figures: {job.guest_json}", file=sys.stderr)
     report = build_report(job.report, job.kernel, job.wall_s, job.returncode, job.vm)
-    write_report(args.out, "interference", report, render_markdown(report))
-    return 0 if job.returncode == 0 else 1
+    if job.returncode != 0 and job.guest_json is not None:
+        # A failed run's partial figures are evidence, not a result: kept with its run.
+        print(f"the guest failed (exit {job.returncode}); its partial report:", file=sys.stderr)
+        write_report(job.guest_json.parent, "interference", report, render_markdown(report))
+        return 1
+    publish(args.out, report)
+    return 0
+
+
+def publish(out: Path, report: dict[str, Any]) -> None:
+    """Write the report; when it is the committed one, docs/lab.md's figures block too."""
+    write_report(out, "interference", report, render_markdown(report))
+    if out.resolve() == REPORTS:
+        write_doc_block(FIGURES, RENDER, lab_figures(report), REPO / "docs" / "lab.md")
 
 
 def build_report(
@@ -126,6 +146,7 @@ def build_report(
         "profiles": profiles,
         "experiments": experiments,
         "enforcement": enforcement(runs),
+        "layer_counters": layer_counters(runs),
         "runs": runs,
         "facts": guest["facts"],
         "guest_exit": returncode,
@@ -176,6 +197,28 @@ def enforcement(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+SHOWN_COUNTERS = ("preempt", "preempt_fail", "excl_preempt", "keep_fail_busy", "enq_expire")
+
+
+def layer_counters(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per enforced scenario and layer: the median over its phases of scx_layered's counters
+    (fractions of the layer's scheduling events, read at each phase's end)."""
+    seen: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for r in runs:
+        for layer, counters in (r.get("layers_at_end") or {}).items():
+            for key, value in counters.items():
+                if isinstance(value, int | float):
+                    seen.setdefault(r["scenario"], {}).setdefault(layer, {}).setdefault(key, [])
+                    seen[r["scenario"]][layer][key].append(float(value))
+    return {
+        scenario: {
+            layer: {k: round(statistics.median(v), 4) for k, v in counters.items()}
+            for layer, counters in layers.items()
+        }
+        for scenario, layers in seen.items()
+    }
+
+
 def verdict_text(v: dict[str, Any]) -> str:
     if v.get("median") is None:
         return "not measured"
@@ -193,7 +236,9 @@ def caveats(report: dict[str, Any]) -> list[str]:
         "ratios between scenarios of this one run mean anything.",
         f"The host had {vm['host_cpus']} cores; over the run it was {vm['host_busy_cpus']} CPUs "
         f"busy on average, {vm['host_qemu_cpus']} of them QEMU's and {vm['host_other_cpus']} "
-        "anything else.",
+        f"anything else, of which {vm.get('host_steal_cpus', 'an unmeasured part')} stolen by "
+        "the hypervisor (the host is itself a VM). Both come in bursts that stretch whichever "
+        "phase they fall in: the likeliest source of the wide per-repeat ranges.",
         "Verdicts are the median of per-repeat ratios (each ratio within one interleaved round), "
         "with the range beside; 'one repeat decides' marks a verdict that leaving out any single "
         "repeat would flip. Pooled percentiles are shown for reference only.",
@@ -224,9 +269,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Setup",
         "",
-        f"- Kernel `{report['kernel']}` (Debian, sched_ext); {vm['qemu']}, `-accel {vm['accel']} "
-        f"-cpu {vm['cpu_model']}`, `-smp {vm['cpus']},cores={vm['cores']},threads="
-        f"{vm['threads']}`, {vm['memory_mb']} MB. Host: {vm['host_cpus']} cores, "
+        f"- Kernel `{report['kernel']}` (Debian, sched_ext), booted with "
+        f"`{' '.join(vm.get('kernel_args') or ['(no extra arguments)'])}`; {vm['qemu']}, "
+        f"`-accel {vm['accel']} -cpu {vm['cpu_model']}`, "
+        f"`-smp {vm['cpus']},cores={vm['cores']},threads={vm['threads']}`, "
+        f"{vm['memory_mb']} MB. Host: {vm['host_cpus']} cores, "
         f"{vm['host_other_cpus']} CPUs busy with other work on average during the run.",
         f"- Scheduler in `temper`: `{report['scheduler_ops']}` started by temper-agent from the "
         "pods' manifests (the shipped planner).",
@@ -251,6 +298,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += _profile_section(name, p)
     if report["experiments"]:
         lines += _experiments_section(report)
+    lines += _counters_section(report)
     lines += _raw_section(report)
     lines += ["", "## Caveats", "", *[f"- {note}" for note in report["caveats"]]]
     variants = "".join(
@@ -323,6 +371,30 @@ def _experiments_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _counters_section(report: dict[str, Any]) -> list[str]:
+    counters = report.get("layer_counters") or {}
+    if not counters:
+        return []
+    lines = [
+        "",
+        "## scx_layered's counters at each enforced phase's end (median over phases)",
+        "",
+        "Fractions of each layer's scheduling events in scx_layered's last stats interval "
+        "(its `stats.rs`).",
+        "",
+        f"| scenario | layer | CPUs | slice us | {' | '.join(SHOWN_COUNTERS)} |",
+        "|---|---|---:|---:|" + "---:|" * len(SHOWN_COUNTERS),
+    ]
+    for scenario, layers in counters.items():
+        for layer, c in layers.items():
+            cells = " | ".join(f"{c.get(k, '')}" for k in SHOWN_COUNTERS)
+            lines.append(
+                f"| {scenario} | {layer} | {c.get('cur_nr_cpus', '')} | {c.get('slice_us', '')} "
+                f"| {cells} |"
+            )
+    return lines
+
+
 def _raw_section(report: dict[str, Any]) -> list[str]:
     lines = [
         "",
@@ -352,6 +424,11 @@ def _raw_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def doc_figures(report: dict[str, Any]) -> dict[str, str]:
+    """Block name -> the text docs/lab.md quotes (`FIGURE_DOCS`), from the report."""
+    return {FIGURES: lab_figures(report)}
+
+
 def lab_figures(report: dict[str, Any]) -> str:
     """The figures docs/lab.md quotes, rendered from the report so they cannot drift."""
     vm = report["vm"]
@@ -377,15 +454,26 @@ def lab_figures(report: dict[str, Any]) -> str:
     for profile, p in report["profiles"].items():
         cells = [verdict_text(p["verdicts"][n]).replace("**", "") for n in names]
         lines.append(f"| {profile} | " + " | ".join(cells) + " |")
+    lines += ["", "The LC pod's own CPU use and CPU time per request, mean over repeats:", ""]
+    lines += ["| profile | scenario | LC pod CPUs | LC CPU us per request |", "|---|---|---:|---:|"]
+    for profile, p in report["profiles"].items():
+        for scenario in ("alone", "alone_pinned", "stock", "temper"):
+            f = p["scenarios"].get(scenario)
+            if f:
+                lines.append(
+                    f"| {profile} | {scenario} | {f['pod_cpus'].get('lc')} | "
+                    f"{f['lc_cpu_us_per_request']} |"
+                )
+    e = report["enforcement"]
+    lines += [
+        "",
+        f"Enforcement held: scx_layered stayed attached (same `enable_seq`, and 40 s after the "
+        f"batch started) in {e['held']} of {e['phases']} enforced phases, the variants' included.",
+    ]
+    if report["experiments"]:
+        lines += ["", "Experiments in the same run, each `temper` with one change:", ""]
+        lines += _experiments_section(report)[3:]
     return "\n".join(lines)
-
-
-def write_lab_figures(report: dict[str, Any], doc: Path = LAB_DOC) -> None:
-    """Replace the figures block of docs/lab.md with `lab_figures(report)`."""
-    text = doc.read_text()
-    head, _, rest = text.partition(FIGURES_BEGIN)
-    _, _, tail = rest.partition(FIGURES_END)
-    doc.write_text(f"{head}{FIGURES_BEGIN}\n{lab_figures(report)}\n{FIGURES_END}{tail}")
 
 
 if __name__ == "__main__":

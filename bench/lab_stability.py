@@ -8,6 +8,7 @@ trouble lines.
 
     python bench/lab_stability.py [--boots 50] [--cycles 1] [--out DIR]
     python bench/lab_stability.py --storm 4000 --boots 2 [--host-qemu] [--cpu qemu64] --out DIR
+    python bench/lab_stability.py --render-only    # the .md and docs/lab.md's block from the JSON
 
 `--storm N` boots the reproducer instead (N flips of one static key, no scx_layered);
 `--host-qemu` runs the host release's own QEMU, multi-threaded, as the lab once tried.
@@ -19,28 +20,48 @@ boot and cycle was clean. About 40 s a boot on 2 cores.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from temper.lab.errors import LabError
-from temper.lab.guestjob import lab_accel, pinned_scx_layered, run_module, write_report
+from temper.lab.guestjob import (
+    lab_accel,
+    pinned_scx_layered,
+    run_module,
+    write_doc_block,
+    write_report,
+)
 from temper.lab.qemu import Accel
 from temper.lab.stability import kernel_trouble
 
 REPO = Path(__file__).resolve().parents[1]
+REPORTS = REPO / "bench" / "reports"
+FIGURES = "lab-stability-figures"  # the docs/lab.md block lab_figures() fills
+RENDER = "python bench/lab_stability.py --render-only"
+FIGURE_DOCS = {FIGURES: ("docs/lab.md",)}  # tests/unit/test_doc_figures.py keeps them equal
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--boots", type=int, default=50)
     parser.add_argument("--cycles", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "reports")
+    parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument("--storm", type=int, default=0, help="N static-key flips per boot")
     parser.add_argument("--host-qemu", action="store_true", help="the host's QEMU, not the lab's")
     parser.add_argument("--cpu", help="QEMU CPU model (default: the lab's)")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite DIR/lab-stability.md and docs/lab.md's figures from DIR/lab-stability.json",
+    )
     args = parser.parse_args()
+    if args.render_only:
+        report = json.loads((args.out / "lab-stability.json").read_text())
+        publish(args.out, "lab-stability", report)
+        return 0
     accel = lab_accel(args.cpu) if args.cpu else None
     if args.host_qemu:
         accel = Accel("multi", args.cpu or "max")
@@ -65,8 +86,15 @@ def main() -> int:
     report = build_report(boots, vm, cycles, round(time.monotonic() - started))
     report["storm_toggles_per_boot"] = args.storm
     stem = "lab-stability-storm" if args.storm else "lab-stability"
-    write_report(args.out, stem, report, render_markdown(report))
+    publish(args.out, stem, report)
     return 0 if report["clean"] else 1
+
+
+def publish(out: Path, stem: str, report: dict[str, Any]) -> None:
+    """Write the report; when it is the committed proof, docs/lab.md's figures block too."""
+    write_report(out, stem, report, render_markdown(report))
+    if out.resolve() == REPORTS and stem == "lab-stability":
+        write_doc_block(FIGURES, RENDER, lab_figures(report), REPO / "docs" / "lab.md")
 
 
 def summary_line(boot: dict[str, Any]) -> str:
@@ -101,6 +129,24 @@ def build_report(
     wanted = len(boots) * cycles
     report["clean"] = not troubled and report["enables"] == report["disables"] == wanted
     return report
+
+
+def doc_figures(report: dict[str, Any]) -> dict[str, str]:
+    """Block name -> the text docs/lab.md quotes (`FIGURE_DOCS`), from the report."""
+    return {FIGURES: lab_figures(report)}
+
+
+def lab_figures(report: dict[str, Any]) -> str:
+    """The stability proof as docs/lab.md quotes it, rendered from the report."""
+    vm = report["vm"]
+    return (
+        f"From `bench/reports/lab-stability.json` ({report['date']}, {vm['qemu'].split(' (')[0]}, "
+        f"`-accel {vm['accel']} -cpu {vm['cpu_model']}`, {vm['cpus']} vCPUs): "
+        f"{report['boots']} boots, {report['enables']} scx_layered enables and "
+        f"{report['disables']} disables under load; {report['boots_crashed']} boots crashed, "
+        f"{report['boots_with_kernel_trouble']} logged an oops, BUG, warning or panic: "
+        f"**{'clean' if report['clean'] else 'NOT clean'}**."
+    )
 
 
 def render_markdown(report: dict[str, Any]) -> str:

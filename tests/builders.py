@@ -1,8 +1,11 @@
-"""Builders and hypothesis strategies for pods and snapshots, shared by the test tiers."""
+"""Builders and hypothesis strategies for pods, pod manifests and snapshots, shared by the test
+tiers."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -20,6 +23,7 @@ from temper.policy.pods import Pod
 from temper.policy.tiers import RECOMMENDED_PRIORITY_CLASSES, QosClass, Tier
 
 NAMESPACES = ("shop", "web", "batch", "kube-system", "ml")
+PodManifest = dict[str, Any]
 
 
 def make_pod(
@@ -51,6 +55,57 @@ def make_pod(
         node_name=node,
         phase=phase,
         labels=labels or {},
+    )
+
+
+def pod_manifest(
+    name: str,
+    namespace: str = "default",
+    *,
+    uid: str | None = None,
+    node: str | None = "node-a",
+    cpu_request: str | None = None,
+    cpu_limit: str | None = None,
+    priority_class: str | None = None,
+    phase: str = "Running",
+    labels: Mapping[str, str] | None = None,
+) -> PodManifest:
+    """A Pod object as `kubectl get pods -o json` prints it, with one container: what a PodList
+    file or a pod directory holds. Not `make_pod`, which builds the parsed `Pod` value."""
+    resources: dict[str, dict[str, str]] = {}
+    if cpu_request is not None:
+        resources["requests"] = {"cpu": cpu_request}
+    if cpu_limit is not None:
+        resources["limits"] = {"cpu": cpu_limit}
+    spec: dict[str, Any] = {"containers": [{"name": "main", "resources": resources}]}
+    if node is not None:
+        spec["nodeName"] = node
+    if priority_class is not None:
+        spec["priorityClassName"] = priority_class
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid or f"uid-{namespace}-{name}",
+            "labels": dict(labels or {}),
+        },
+        "spec": spec,
+        "status": {"phase": phase},
+    }
+
+
+def shop_pod(name: str, number: int, priority_class: str | None = None) -> PodManifest:
+    """A manifest for the agent's pod directory: namespace shop, 500m requested, a uid
+    numbered `number`, no node."""
+    return pod_manifest(
+        name,
+        "shop",
+        uid=f"11111111-0000-4000-8000-{number:012d}",
+        node=None,
+        cpu_request="500m",
+        priority_class=priority_class,
     )
 
 

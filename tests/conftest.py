@@ -16,16 +16,14 @@ import gc
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+import builders
 from temper.host.fakesys import write_fake_sysfs
 from temper.policy.machine import synthetic_shape
-
-PodManifest = dict[str, Any]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,58 +38,17 @@ def host_root(tmp_path: Path) -> Path:
     return write_fake_sysfs(tmp_path / "host", synthetic_shape(1, 8, 2, 1))
 
 
-def _pod_manifest(
-    name: str,
-    namespace: str = "default",
-    *,
-    uid: str | None = None,
-    node: str | None = "node-a",
-    cpu_request: str | None = None,
-    cpu_limit: str | None = None,
-    priority_class: str | None = None,
-    phase: str = "Running",
-    labels: Mapping[str, str] | None = None,
-) -> PodManifest:
-    """A Pod object as `kubectl get pods -o json` prints it, with one container."""
-    resources: dict[str, dict[str, str]] = {}
-    if cpu_request is not None:
-        resources["requests"] = {"cpu": cpu_request}
-    if cpu_limit is not None:
-        resources["limits"] = {"cpu": cpu_limit}
-    spec: dict[str, Any] = {"containers": [{"name": "main", "resources": resources}]}
-    if node is not None:
-        spec["nodeName"] = node
-    if priority_class is not None:
-        spec["priorityClassName"] = priority_class
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "uid": uid or f"uid-{namespace}-{name}",
-            "labels": dict(labels or {}),
-        },
-        "spec": spec,
-        "status": {"phase": phase},
-    }
-
-
 @pytest.fixture
-def pod_manifest() -> Callable[..., PodManifest]:
-    """Build a Pod manifest (a dict): pod_manifest(name, namespace, uid=, node=, cpu_request=...).
-
-    Not `builders.make_pod`, which builds policy `Pod` values; these are the JSON objects a
-    PodList file holds.
-    """
-    return _pod_manifest
+def pod_manifest() -> Callable[..., builders.PodManifest]:
+    """Build a Pod manifest (a dict): `builders.pod_manifest`."""
+    return builders.pod_manifest
 
 
 @pytest.fixture
 def write_pod_list(tmp_path: Path) -> Callable[..., Path]:
     """Write these Pod objects as a PodList JSON file named `name` in tmp_path; return its path."""
 
-    def write(pods: Sequence[PodManifest], name: str = "pods.json") -> Path:
+    def write(pods: Sequence[builders.PodManifest], name: str = "pods.json") -> Path:
         path = tmp_path / name
         document = {"apiVersion": "v1", "kind": "List", "items": list(pods)}
         path.write_text(json.dumps(document, indent=2), encoding="utf-8")

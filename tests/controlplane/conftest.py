@@ -1,4 +1,4 @@
-"""The control-plane tier: a real etcd and kube-apiserver on 127.0.0.1 (DESIGN.md section 7).
+"""The control-plane tier: a real etcd and kube-apiserver on 127.0.0.1 (docs/testing.md).
 
 `control_plane` starts them once per session from the cache `make control-plane`
 (scripts/install-control-plane) fills; when the binaries are missing the tier fails with that
@@ -14,7 +14,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,18 +205,6 @@ def chart_installed(control_plane: ControlPlane) -> None:
 @pytest.fixture
 def cluster(control_plane: ControlPlane, chart_installed: None) -> Cluster:
     return Cluster(control_plane)
-
-
-def wait_until(check: Callable[[], object], timeout_s: float, what: str) -> Any:
-    """Poll `check` until it returns something true; AssertionError naming `what` if not."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not reached in {timeout_s:.0f} s (last: {last!r})")
 
 
 def tier_load(annotations: dict[str, str]) -> dict[str, Any] | None:

@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from conftest import Cluster, tier_load, wait_until
+from conftest import Cluster, tier_load
 from temper.host.sched_ext import SchedState, read_sched_ext
 from temper.kubetest.agentproc import AgentProcess
 from temper.kubetest.controlplane import ControlPlane
+from waiting import wait_until
 
 TIERS = ("critical", "high", "normal", "low", "background")
 

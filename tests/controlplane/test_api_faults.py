@@ -1,5 +1,5 @@
-"""`temper-agent` against API faults the real server will not make on cue (reliability.md C2,
-C3, C5), through `FaultProxy`, and with its RBAC revoked on the real server.
+"""`temper-agent` against API faults the real server will not make on cue (docs/reliability.md
+rows C2, C3, C5), through `FaultProxy`, and with its RBAC revoked on the real server.
 
 Each test runs a real agent on a fake host, its kubeconfig pointing at the proxy, on a node with
 20 pods of the temper tiers, and waits for the published tier load to match first. Then the
@@ -23,11 +23,12 @@ from typing import Any
 import pytest
 from test_agent_in_cluster import expected_load, make_pods, published_load
 
-from conftest import Cluster, apply, object_path, render_chart, wait_until
+from conftest import Cluster, apply, object_path, render_chart
 from temper.kube.api import Backoff
 from temper.kubetest.agentproc import AgentProcess
 from temper.kubetest.controlplane import ControlPlane
 from temper.kubetest.faultproxy import FaultProxy, Seen, Window
+from waiting import wait_until
 
 PODS = 20
 # The agent's loops that call the API server, each on its own: the pod watch, the Node watch

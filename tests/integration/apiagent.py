@@ -14,38 +14,21 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from builders import shop_pod
 from temper.api.v1 import agent_pb2_grpc as pb_grpc
 from temper.host.fakesys import write_fake_kernel, write_fake_sysfs
 from temper.policy.machine import synthetic_shape
+from waiting import wait_until
 
 CLI = [sys.executable, "-m", "temper.cli.agentctl"]
 API_GROUP = 4242  # a gid no user of the test machine is in: granted with setpriv --groups
-
-
-def pod(name: str, number: int, priority_class: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "containers": [{"name": "app", "resources": {"requests": {"cpu": "500m"}}}]
-    }
-    if priority_class:
-        spec["priorityClassName"] = priority_class
-    return {
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": "shop",
-            "uid": f"11111111-0000-4000-8000-{number:012d}",
-        },
-        "spec": spec,
-        "status": {"phase": "Running"},
-    }
 
 
 @dataclass
@@ -95,9 +78,9 @@ class ApiAgent:
         def new_log() -> str:
             return log_path.read_text()[before:]
 
-        wait_for(lambda: '"event": "api' in new_log(), what="the API")
+        wait_until(lambda: '"event": "api' in new_log(), 30, "the API")
         assert '"api-error"' not in new_log(), new_log()
-        wait_for(lambda: '"mode": "enforcing"' in new_log(), what="enforcing")
+        wait_until(lambda: '"mode": "enforcing"' in new_log(), 30, "enforcing")
 
     def stop(self) -> int:
         assert self.process is not None
@@ -122,23 +105,14 @@ def make_agent(tmp_path: Path) -> ApiAgent:
     write_fake_sysfs(host, synthetic_shape(1, 2, 2, 1))
     pods = tmp_path / "pods"
     pods.mkdir()
-    (pods / "web.json").write_text(json.dumps(pod("web", 1)))
-    (pods / "checkout.json").write_text(json.dumps(pod("checkout", 2, "temper-critical")))
+    (pods / "web.json").write_text(json.dumps(shop_pod("web", 1)))
+    (pods / "checkout.json").write_text(json.dumps(shop_pod("checkout", 2, "temper-critical")))
     fake = tmp_path / "scx_layered"
     fake.write_text(f'#!/bin/sh\nexec {sys.executable} -m temper.host.fakescx --root {host} "$@"\n')
     fake.chmod(0o755)
     short = Path(tempfile.mkdtemp(prefix="temper-api-test-"))
     short.chmod(0o755)
     return ApiAgent(tmp_path, short / "api.sock")
-
-
-def wait_for(check: Callable[[], object], timeout_s: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what or 'condition'} not reached within {timeout_s:.0f} s")
 
 
 def unprivileged_python(into: Path) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -17,27 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from temper.agent.main import Agent, AgentConfig, parse_config
+from builders import shop_pod
+from temper.agent.config import AgentConfig, parse_config
+from temper.agent.loop import ControlLoop
+from temper.agent.main import Parts, build_agent
+from temper.agent.plans import PlanState
+from temper.agent.supervisor import Supervisor
 from temper.host.fakesys import write_fake_kernel, write_fake_sysfs
-from temper.host.podsource import PodSnapshot
 from temper.host.sched_ext import SchedState, read_sched_ext
+from temper.host.scheduler import SchedulerCommand
 from temper.policy.cgroups import CgroupDriver
 from temper.policy.machine import synthetic_shape
-from temper.policy.pods import parse_pod
-
-
-def pod(name: str, uid: str, priority_class: str | None = None) -> dict[str, object]:
-    spec: dict[str, object] = {
-        "containers": [{"name": "app", "resources": {"requests": {"cpu": "500m"}}}]
-    }
-    if priority_class:
-        spec["priorityClassName"] = priority_class
-    return {
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "shop", "uid": uid},
-        "spec": spec,
-        "status": {"phase": "Running"},
-    }
+from temper.policy.planner import PlanSettings
+from temper.policy.pods import PodSnapshot, parse_pod
+from waiting import wait_until
 
 
 @pytest.fixture
@@ -78,15 +72,6 @@ def stop_agent(agent: subprocess.Popen[str], tmp_path: Path) -> str:
     return (tmp_path / "agent.log").read_text()
 
 
-def wait_for(check: object, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 def events(stderr: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
@@ -96,16 +81,17 @@ def test_agent_enforces_when_a_pod_asks_and_restores_stock_on_sigterm(
 ) -> None:
     pods = tmp_path / "pods"
     pods.mkdir()
-    (pods / "web.json").write_text(json.dumps(pod("web", "11111111-0000-4000-8000-000000000001")))
+    (pods / "web.json").write_text(json.dumps(shop_pod("web", 1)))
     agent = start_agent(tmp_path, host)
     try:
-        wait_for(lambda: '"transition"' in (tmp_path / "agent.log").read_text())
-        assert read_sched_ext(host).state is SchedState.DISABLED  # observation first
-        (pods / "checkout.json").write_text(
-            json.dumps(pod("checkout", "11111111-0000-4000-8000-000000000002", "temper-critical"))
+        wait_until(
+            lambda: '"transition"' in (tmp_path / "agent.log").read_text(), 20, "a transition"
         )
-        wait_for(lambda: read_sched_ext(host).is_ours())
-        wait_for(lambda: '"mode": "enforcing"' in (tmp_path / "agent.log").read_text())
+        assert read_sched_ext(host).state is SchedState.DISABLED  # observation first
+        (pods / "checkout.json").write_text(json.dumps(shop_pod("checkout", 2, "temper-critical")))
+        wait_until(lambda: read_sched_ext(host).is_ours(), 20, "scx_layered attached")
+        log = tmp_path / "agent.log"
+        wait_until(lambda: '"mode": "enforcing"' in log.read_text(), 20, "enforcing")
         assert "critical" in (tmp_path / "state" / "layers.json").read_text()
     finally:
         stderr = stop_agent(agent, tmp_path)
@@ -126,9 +112,7 @@ def test_agent_refuses_on_a_kernel_without_sched_ext_and_keeps_running(tmp_path:
     write_fake_sysfs(host, synthetic_shape(1, 2, 2, 1))
     pods = tmp_path / "pods"
     pods.mkdir()
-    (pods / "c.json").write_text(
-        json.dumps(pod("checkout", "11111111-0000-4000-8000-000000000003", "temper-critical"))
-    )
+    (pods / "c.json").write_text(json.dumps(shop_pod("checkout", 3, "temper-critical")))
     agent = start_agent(tmp_path, host)
     time.sleep(2)
     assert agent.poll() is None
@@ -205,7 +189,7 @@ def test_a_burst_of_pod_changes_is_planned_once(
     host: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Snapshots that arrive together (a rollout read in one go) are planned once, the last."""
-    pods = [parse_pod(pod(f"p{i}", f"11111111-0000-4000-8000-{i:012d}"), "pod") for i in range(20)]
+    pods = [parse_pod(shop_pod(f"p{i}", i), "pod") for i in range(20)]
 
     async def burst() -> AsyncIterator[PodSnapshot]:
         for n in range(1, 21):  # no await between them: one read of a busy stream
@@ -214,10 +198,20 @@ def test_a_burst_of_pod_changes_is_planned_once(
 
     async def run() -> None:
         config = AgentConfig(pods_dir=tmp_path, host_root=host, state_dir=tmp_path / "state")
-        agent = Agent(config, synthetic_shape(1, 2, 2, 1), (), burst())
-        stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.5, stop.set)
-        await agent.run(stop)
+        supervisor = Supervisor(
+            host_root=host,
+            read_sched_ext=functools.partial(read_sched_ext, host),
+            state_dir=config.state_dir,
+            command=SchedulerCommand(("scx_layered",)),
+            report=lambda _: None,
+        )
+        plans = PlanState(synthetic_shape(1, 2, 2, 1), (), PlanSettings(), {})
+        loop = ControlLoop(config, plans, supervisor)
+        async with asyncio.TaskGroup() as tasks:
+            jobs = [tasks.create_task(loop.watch_pods(burst())), tasks.create_task(loop.plan())]
+            await asyncio.sleep(0.5)
+            for job in jobs:
+                job.cancel()
 
     with caplog.at_level("INFO", logger="temper.agent"):
         asyncio.run(run())
@@ -233,10 +227,6 @@ def test_observe_is_served_on_listen_and_answers_503_with_observation_off(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
 
-    async def pods() -> AsyncIterator[PodSnapshot]:
-        yield PodSnapshot((), (), "empty")
-        await asyncio.sleep(3600)
-
     def get(path: str) -> int:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
@@ -245,14 +235,15 @@ def test_observe_is_served_on_listen_and_answers_503_with_observation_off(
             return exc.code
 
     async def run() -> tuple[int, int]:
+        (tmp_path / "pods").mkdir()
         config = AgentConfig(
-            pods_dir=tmp_path,
+            pods_dir=tmp_path / "pods",
             host_root=host,
             state_dir=tmp_path / "state",
             listen=("127.0.0.1", port),
             observe=observe,
         )
-        agent = Agent(config, synthetic_shape(1, 2, 2, 1), (), pods())
+        agent = build_agent(Parts(config, synthetic_shape(1, 2, 2, 1), (), {}))
         stop = asyncio.Event()
         running = asyncio.create_task(agent.run(stop))
         await asyncio.sleep(1.5)

@@ -1,6 +1,6 @@
 """The agent's gRPC API end to end on the host: a real agent process with the fake scheduler,
 `temper-cli` as a user runs it, and raw gRPC calls for the malformed requests a CLI never sends
-(reference/reliability.md F5-F7). The permission tests run the CLI as uid 65534 (`setpriv`)."""
+(docs/reliability.md rows F5-F7). The permission tests run the CLI as uid 65534 (`setpriv`)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from apiagent import API_GROUP, CLI, ApiAgent, make_agent, unprivileged_python, wait_for
+from apiagent import API_GROUP, CLI, ApiAgent, make_agent, unprivileged_python
 
 from temper.api.v1 import agent_pb2 as pb
 from temper.api.v1 import agent_pb2_grpc as pb_grpc
+from waiting import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -73,7 +74,7 @@ def test_assign_is_planned_enforced_persisted_audited_and_survives_a_restart(
     assert done.returncode == 0, done.stderr
     assert "high" in done.stdout
     assert "normal" in done.stdout  # the new tier and the old
-    wait_for(lambda: _enforced(agent) not in (None, before), what="the new config running")
+    wait_until(lambda: _enforced(agent) not in (None, before), 30, "the new config running")
     kept = json.loads((agent.data / "assignments.json").read_text())
     assert kept == {"version": 1, "assignments": {"shop/web": "high"}}
     (record,) = agent.audit()

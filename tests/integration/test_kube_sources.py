@@ -1,10 +1,8 @@
 """The cluster sources and sink against a scripted API: pod watch, Node watch, publisher.
 
-`FakeApi` stands in for `KubeApi`: each list, read and watch answers from a script the test
-writes (an answer, or an `ApiError` to raise), and records what it was asked. A watch whose
-script is used up stays open and silent, as an idle watch does; a list or read with nothing
-scripted waits forever, so a test that expects no more calls fails on its deadline instead of
-passing by accident. Backoff keeps its arithmetic but sleeps milliseconds (`recorder`).
+`FakeKube` (`temper.kube.fakeapi`) stands in for the API server: each list, read and watch
+answers from a script the test writes, and records what it was asked. Backoff keeps its
+arithmetic but sleeps milliseconds (`recorder`).
 """
 
 from __future__ import annotations
@@ -12,19 +10,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, suppress
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import pytest
 
 import temper.kube.nodewatch
 import temper.kube.podwatch
 import temper.kube.publish
-from temper.host.podsource import PodSnapshot
-from temper.kube.api import ApiError, Backoff, KubeApi
-from temper.kube.nodewatch import KILL_SWITCH_FILE, KillSwitchFile, NodeView, watch_node
+from temper.kube.api import Backoff, KubeError
+from temper.kube.fakeapi import END, FakeKube
+from temper.kube.nodewatch import KILL_SWITCH_FILE, KillSwitchFile, WatchedNode, watch_node
 from temper.kube.podwatch import PodWatchSettings, watch_node_pods
 from temper.kube.publish import EVENT_NAMESPACE, NodePublisher
 from temper.policy.contract import (
@@ -37,9 +35,10 @@ from temper.policy.contract import (
     kill_switch_value,
     node_apply_patch,
 )
+from temper.policy.pods import PodSnapshot
+from waiting import until
 
 PodMaker = Callable[..., dict[str, Any]]
-Answer = dict[str, Any] | ApiError
 T = TypeVar("T")
 
 WAIT_S = 5.0  # the longest any step may take before a test fails instead of hanging
@@ -47,96 +46,14 @@ NODE = "node-a"
 NOW = PodWatchSettings(confirm_empty_s=0)
 
 
-class FakeApi:
-    """The KubeApi calls the sources and the publisher make, answered from scripts."""
-
-    def __init__(
-        self,
-        *,
-        lists: Sequence[Answer] = (),
-        pod_watches: Sequence[list[Answer]] = (),
-        reads: Sequence[Answer] = (),
-        node_watches: Sequence[list[Answer]] = (),
-    ) -> None:
-        self.lists = list(lists)
-        self.pod_watches = list(pod_watches)
-        self.reads = list(reads)
-        self.node_watches = list(node_watches)
-        self.list_calls = 0
-        self.read_calls = 0
-        self.pod_watch_versions: list[str] = []
-        self.node_watch_versions: list[str] = []
-        self.applies: list[tuple[str, dict[str, Any], str]] = []
-        self.apply_failures: list[ApiError] = []
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.event_failures: list[ApiError] = []
-
-    async def list_pods(self, node: str) -> dict[str, Any]:
-        assert node == NODE
-        self.list_calls += 1
-        return await _answer(self.lists)
-
-    def watch_pods(self, node: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
-        assert node == NODE
-        self.pod_watch_versions.append(resource_version)
-        return _stream(self.pod_watches.pop(0) if self.pod_watches else [])
-
-    async def read_node(self, node: str) -> dict[str, Any]:
-        assert node == NODE
-        self.read_calls += 1
-        return await _answer(self.reads)
-
-    def watch_node(self, node: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
-        assert node == NODE
-        self.node_watch_versions.append(resource_version)
-        return _stream(self.node_watches.pop(0) if self.node_watches else [])
-
-    async def apply_node(self, node: str, body: dict[str, Any], field_manager: str) -> None:
-        if self.apply_failures:
-            raise self.apply_failures.pop(0)
-        self.applies.append((node, copy.deepcopy(body), field_manager))
-
-    async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
-        if self.event_failures:
-            raise self.event_failures.pop(0)
-        self.events.append((namespace, copy.deepcopy(body)))
-
-
-async def _answer(script: list[Answer]) -> dict[str, Any]:
-    if not script:
-        await asyncio.Event().wait()  # nothing scripted: never answers
-    answer = script.pop(0)
-    if isinstance(answer, ApiError):
-        raise answer
-    return copy.deepcopy(answer)
-
-
-async def _stream(script: list[Answer]) -> AsyncIterator[dict[str, Any]]:
-    for item in script:
-        await asyncio.sleep(0)
-        if isinstance(item, ApiError):
-            raise item
-        if item.get("type") == "END":  # the server ended the watch
-            return
-        yield copy.deepcopy(item)
-    await asyncio.Event().wait()  # an idle watch: open, silent
-
-
-END: dict[str, Any] = {"type": "END"}
-
-
-def kube(api: FakeApi) -> KubeApi:
-    return cast(KubeApi, api)
-
-
 class Recorder:
-    """What the code under test reported: ApiErrors to on_error, waits asked of Backoff."""
+    """What the code under test reported: KubeErrors to on_error, waits asked of Backoff."""
 
     def __init__(self) -> None:
-        self.errors: list[ApiError] = []
+        self.errors: list[KubeError] = []
         self.waits: list[float | None] = []  # each Backoff.wait's retry_after_s
 
-    def on_error(self, error: ApiError) -> None:
+    def on_error(self, error: KubeError) -> None:
         self.errors.append(error)
 
     @property
@@ -183,14 +100,6 @@ async def nothing_more(source: AsyncIterator[Any], wait_s: float = 0.1) -> bool:
     return False
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), WAIT_S)
-
-
 # -- pod objects ---------------------------------------------------------------------------------
 
 
@@ -217,9 +126,9 @@ def keys(snapshot: PodSnapshot) -> list[str]:
     return [pod.key for pod in snapshot.pods]
 
 
-async def pod_snapshots(api: FakeApi, recorder: Recorder, count: int, **kwargs: Any) -> list[Any]:
+async def pod_snapshots(api: FakeKube, recorder: Recorder, count: int, **kwargs: Any) -> list[Any]:
     async with aclosing(
-        watch_node_pods(kube(api), NODE, on_error=recorder.on_error, **kwargs)
+        watch_node_pods(api, NODE, on_error=recorder.on_error, **kwargs)
     ) as snapshots:
         return await take(snapshots, count)
 
@@ -232,7 +141,8 @@ def test_list_then_events_change_the_snapshot_and_bookmarks_move_the_version(
 ) -> None:
     api_pod, db, cache, extra = (pod_manifest(n, "shop") for n in ("api", "db", "cache", "extra"))
     bigger = pod_manifest("api", "shop", cpu_request="2")
-    api = FakeApi(
+    api = FakeKube(
+        NODE,
         lists=[pod_list("10", at("9", api_pod), at("8", db))],
         pod_watches=[
             [
@@ -264,13 +174,14 @@ def test_list_then_events_change_the_snapshot_and_bookmarks_move_the_version(
 def test_a_watch_that_ends_resumes_from_the_last_event(
     pod_manifest: PodMaker, recorder: Recorder
 ) -> None:
-    api = FakeApi(
+    api = FakeKube(
+        NODE,
         lists=[pod_list("5")],
         pod_watches=[[event("ADDED", "6", pod_manifest("a")), END], [END], []],
     )
 
     async def scenario() -> list[PodSnapshot]:
-        async with aclosing(watch_node_pods(kube(api), NODE)) as snapshots:
+        async with aclosing(watch_node_pods(api, NODE)) as snapshots:
             seen = await take(snapshots, 2)
             assert await nothing_more(snapshots)
             return seen
@@ -285,10 +196,11 @@ def test_410_gone_lists_again_at_once_and_the_new_list_replaces_the_state(
     pod_manifest: PodMaker, recorder: Recorder
 ) -> None:
     a, b, c, d = (pod_manifest(n) for n in "abcd")
-    api = FakeApi(
+    api = FakeKube(
+        NODE,
         lists=[pod_list("10", a, b), pod_list("30", a, d)],
         pod_watches=[
-            [event("ADDED", "11", c), ApiError(410, "too old resource version")],
+            [event("ADDED", "11", c), KubeError(410, "too old resource version")],
             [event("DELETED", "31", a)],
         ],
     )
@@ -309,14 +221,15 @@ def test_a_failed_list_yields_nothing_and_is_retried_after_a_backoff(
     pod_manifest: PodMaker, recorder: Recorder
 ) -> None:
     a, b = pod_manifest("a"), pod_manifest("b")
-    api = FakeApi(
+    api = FakeKube(
+        NODE,
         lists=[
             pod_list("10", a),
-            ApiError(500, "etcd is down"),
-            ApiError(0, "connection refused"),
+            KubeError(500, "etcd is down"),
+            KubeError(0, "connection refused"),
             pod_list("40", a, b),
         ],
-        pod_watches=[[ApiError(410, "gone")]],
+        pod_watches=[[KubeError(410, "gone")]],
     )
     seen = run(pod_snapshots(api, recorder, 2))
     assert [keys(s) for s in seen] == [["default/a"], ["default/a", "default/b"]]
@@ -328,7 +241,7 @@ def test_a_failed_list_yields_nothing_and_is_retried_after_a_backoff(
 def test_a_failed_first_list_yields_no_empty_snapshot(
     pod_manifest: PodMaker, recorder: Recorder
 ) -> None:
-    api = FakeApi(lists=[ApiError(503, "starting"), pod_list("1", pod_manifest("a"))])
+    api = FakeKube(NODE, lists=[KubeError(503, "starting"), pod_list("1", pod_manifest("a"))])
     (first,) = run(pod_snapshots(api, recorder, 1))
     assert keys(first) == ["default/a"]
     assert recorder.statuses == [503]
@@ -337,10 +250,11 @@ def test_a_failed_first_list_yields_no_empty_snapshot(
 def test_a_watch_failure_resumes_the_watch_without_listing(
     pod_manifest: PodMaker, recorder: Recorder
 ) -> None:
-    api = FakeApi(
+    api = FakeKube(
+        NODE,
         lists=[pod_list("10")],
         pod_watches=[
-            [event("ADDED", "12", pod_manifest("a")), ApiError(0, "reset by peer")],
+            [event("ADDED", "12", pod_manifest("a")), KubeError(0, "reset by peer")],
             [event("ADDED", "13", pod_manifest("b"))],
         ],
     )
@@ -351,8 +265,9 @@ def test_a_watch_failure_resumes_the_watch_without_listing(
 
 
 def test_429_backs_off_at_least_the_retry_after(recorder: Recorder) -> None:
-    api = FakeApi(
-        lists=[ApiError(429, "too many requests", retry_after_s=2), pod_list("1")],
+    api = FakeKube(
+        NODE,
+        lists=[KubeError(429, "too many requests", retry_after_s=2), pod_list("1")],
     )
     run(pod_snapshots(api, recorder, 1))
     assert recorder.statuses == [429]
@@ -363,9 +278,10 @@ def test_an_empty_list_after_pods_is_confirmed_before_it_is_believed(
     pod_manifest: PodMaker, recorder: Recorder
 ) -> None:
     a, b = pod_manifest("a"), pod_manifest("b")
-    api = FakeApi(
+    api = FakeKube(
+        NODE,
         lists=[pod_list("10", a, b), pod_list("20"), pod_list("21", a)],
-        pod_watches=[[ApiError(410, "gone")]],
+        pod_watches=[[KubeError(410, "gone")]],
     )
     seen = run(pod_snapshots(api, recorder, 2, settings=NOW))
     assert [keys(s) for s in seen] == [["default/a", "default/b"], ["default/a"]]
@@ -376,9 +292,10 @@ def test_an_empty_list_after_pods_is_confirmed_before_it_is_believed(
 def test_an_empty_list_confirmed_twice_is_believed(
     pod_manifest: PodMaker, recorder: Recorder
 ) -> None:
-    api = FakeApi(
+    api = FakeKube(
+        NODE,
         lists=[pod_list("10", pod_manifest("a")), pod_list("20"), pod_list("22")],
-        pod_watches=[[ApiError(410, "gone")], []],
+        pod_watches=[[KubeError(410, "gone")], []],
     )
     seen = run(pod_snapshots(api, recorder, 2, settings=NOW))
     assert [keys(s) for s in seen] == [["default/a"], []]
@@ -386,7 +303,7 @@ def test_an_empty_list_confirmed_twice_is_believed(
 
 
 def test_an_empty_first_list_is_believed_at_once(recorder: Recorder) -> None:
-    api = FakeApi(lists=[pod_list("3")])
+    api = FakeKube(NODE, lists=[pod_list("3")])
     (first,) = run(pod_snapshots(api, recorder, 1, settings=NOW))
     assert (first.pods, first.errors) == ((), ())
     assert api.list_calls == 1
@@ -398,7 +315,8 @@ def test_a_rejected_pod_is_an_error_and_the_others_still_count(
     broken = pod_manifest("broken")
     del broken["metadata"]["uid"]
     fixed = pod_manifest("broken")
-    api = FakeApi(
+    api = FakeKube(
+        NODE,
         lists=[pod_list("10", pod_manifest("a"), broken, pod_manifest("c"))],
         pod_watches=[[event("MODIFIED", "11", fixed), event("DELETED", "12", fixed)]],
     )
@@ -460,15 +378,16 @@ def modified(obj: dict[str, Any]) -> dict[str, Any]:
     return {"type": "MODIFIED", "object": obj}
 
 
-async def node_views(api: FakeApi, recorder: Recorder, count: int) -> list[NodeView]:
-    async with aclosing(watch_node(kube(api), NODE, on_error=recorder.on_error)) as views:
+async def node_views(api: FakeKube, recorder: Recorder, count: int) -> list[WatchedNode]:
+    async with aclosing(watch_node(api, NODE, on_error=recorder.on_error)) as views:
         seen = await take(views, count)
         assert await nothing_more(views)
         return seen
 
 
 def test_node_views_follow_the_kill_switch(recorder: Recorder) -> None:
-    api = FakeApi(
+    api = FakeKube(
+        NODE,
         reads=[node("5", "true")],
         node_watches=[
             [
@@ -480,8 +399,8 @@ def test_node_views_follow_the_kill_switch(recorder: Recorder) -> None:
         ],
     )
     first, cleared, garbage = run(node_views(api, recorder, 3))
-    assert first == NodeView(KillSwitch(True), "true", "node-uid-1")
-    assert cleared == NodeView(OFF, None, "node-uid-1")
+    assert first == WatchedNode(KillSwitch(True), "true", "node-uid-1")
+    assert cleared == WatchedNode(OFF, None, "node-uid-1")
     assert garbage.kill_switch.on
     assert garbage.kill_switch.note is not None
     assert garbage.raw == "maybe"
@@ -490,12 +409,13 @@ def test_node_views_follow_the_kill_switch(recorder: Recorder) -> None:
 
 
 def test_an_api_error_reads_the_node_again(recorder: Recorder) -> None:
-    api = FakeApi(
-        reads=[node("5"), ApiError(500, "internal"), node("9"), node("12", "TRUE")],
+    api = FakeKube(
+        NODE,
+        reads=[node("5"), KubeError(500, "internal"), node("9"), node("12", "TRUE")],
         node_watches=[
-            [modified(node("6", role="a")), ApiError(0, "reset")],
+            [modified(node("6", role="a")), KubeError(0, "reset")],
             [modified(node("10", role="b")), END],
-            [ApiError(410, "gone")],
+            [KubeError(410, "gone")],
         ],
     )
     first, on = run(node_views(api, recorder, 2))
@@ -550,13 +470,13 @@ STATE = {STATE_KEY: json.dumps({"mode": "enforcing"})}
 LOAD = {STATE_KEY: json.dumps({"mode": "enforcing"}), TIER_LOAD_KEY: "{}"}
 
 
-def reasons(api: FakeApi) -> list[str]:
+def reasons(api: FakeKube) -> list[str]:
     return [body["reason"] for _, body in api.events]
 
 
 def test_publish_then_flush_applies_once() -> None:
-    api = FakeApi()
-    publisher = NodePublisher(kube(api), NODE)
+    api = FakeKube(NODE)
+    publisher = NodePublisher(api, NODE)
     publisher.publish(STATE)
     run(publisher.flush())
     assert api.applies == [(NODE, node_apply_patch(NODE, STATE.items()), FIELD_MANAGER)]
@@ -570,14 +490,14 @@ def test_publish_then_flush_applies_once() -> None:
 
 
 def test_events_are_posted_in_order_after_the_annotations() -> None:
-    api = FakeApi()
-    publisher = NodePublisher(kube(api), NODE)
+    api = FakeKube(NODE)
+    publisher = NodePublisher(api, NODE)
     publisher.node_uid = "node-uid-1"
     publisher.event("TemperEnforcing", "loaded")
     publisher.event("TemperSafeMode", "x" * 5000, warning=True)
     publisher.publish(STATE)
-    api.apply_failures.append(ApiError(503, "unavailable"))
-    with pytest.raises(ApiError):
+    api.apply_failures.append(KubeError(503, "unavailable"))
+    with pytest.raises(KubeError):
         run(publisher.flush())
     assert api.events == []  # nothing posted before the annotations are in
     run(publisher.flush())
@@ -598,12 +518,12 @@ def test_events_are_posted_in_order_after_the_annotations() -> None:
 
 
 def test_a_failed_event_stays_queued_until_a_later_flush() -> None:
-    api = FakeApi()
-    publisher = NodePublisher(kube(api), NODE)
+    api = FakeKube(NODE)
+    publisher = NodePublisher(api, NODE)
     for reason in ("One", "Two", "Three"):
         publisher.event(reason, "m")
-    api.event_failures.append(ApiError(0, "timed out"))
-    with pytest.raises(ApiError, match="timed out"):
+    api.event_failures.append(KubeError(0, "timed out"))
+    with pytest.raises(KubeError, match="timed out"):
         run(publisher.flush())
     assert api.events == []
     run(publisher.flush())
@@ -613,11 +533,11 @@ def test_a_failed_event_stays_queued_until_a_later_flush() -> None:
 
 
 def test_a_409_on_an_event_counts_as_posted() -> None:
-    api = FakeApi()
-    publisher = NodePublisher(kube(api), NODE)
+    api = FakeKube(NODE)
+    publisher = NodePublisher(api, NODE)
     publisher.event("One", "m")
     publisher.event("Two", "m")
-    api.event_failures.append(ApiError(409, "already exists"))
+    api.event_failures.append(KubeError(409, "already exists"))
     run(publisher.flush())
     assert reasons(api) == ["Two"]  # One was posted before; its answer was lost
     run(publisher.flush())
@@ -625,8 +545,8 @@ def test_a_409_on_an_event_counts_as_posted() -> None:
 
 
 def test_past_max_events_the_oldest_are_dropped_and_counted() -> None:
-    api = FakeApi()
-    publisher = NodePublisher(kube(api), NODE, max_events=3)
+    api = FakeKube(NODE)
+    publisher = NodePublisher(api, NODE, max_events=3)
     for index in range(5):
         publisher.event(f"E{index}", "m")
     assert publisher.dropped_events == 2
@@ -637,14 +557,14 @@ def test_past_max_events_the_oldest_are_dropped_and_counted() -> None:
 
 
 def test_run_retries_with_the_newest_annotations(recorder: Recorder) -> None:
-    api = FakeApi()
-    api.apply_failures.extend([ApiError(429, "slow down", retry_after_s=1), ApiError(500, "x")])
+    api = FakeKube(NODE)
+    api.apply_failures.extend([KubeError(429, "slow down", retry_after_s=1), KubeError(500, "x")])
 
-    def on_error(error: ApiError) -> None:
+    def on_error(error: KubeError) -> None:
         recorder.on_error(error)
         publisher.publish(LOAD)  # asked for while the API is failing: the next try sends it
 
-    publisher = NodePublisher(kube(api), NODE, on_error=on_error)
+    publisher = NodePublisher(api, NODE, on_error=on_error)
 
     async def scenario() -> None:
         task = asyncio.create_task(publisher.run())
@@ -665,4 +585,4 @@ def test_run_retries_with_the_newest_annotations(recorder: Recorder) -> None:
 
 
 def test_a_publisher_asked_for_nothing_is_settled() -> None:
-    assert NodePublisher(kube(FakeApi()), "node-a").settled
+    assert NodePublisher(FakeKube(NODE), "node-a").settled

@@ -8,7 +8,6 @@ cgroup v2 behaviour (controllers, processes really moved) is the lab tier's.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from temper.lab.processes import await_ready, kill, release, spawn_workload
 from temper.lab.workload import ThreadSpec, parse_thread_spec
 from temper.policy.cgroups import CgroupDriver, container_cgroup_path, pod_cgroup_path
 from temper.policy.tiers import QosClass
+from waiting import wait_until
 
 UID = "5f0c6a8e-2b1d-4c3e-9f7a-1b2c3d4e5f60"
 OTHER_UID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
@@ -287,10 +287,7 @@ def test_spinning_threads_burn_cpu(make_node: NodeMaker) -> None:
     running = node.add_pod(make_pod("web", uid=UID), [app])
     (pid,) = running.containers["app"]
     (tid,) = running.thread_ids()["hot"]
-    deadline = time.monotonic() + WAIT_S
-    while cpu_ticks(pid, tid) < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert cpu_ticks(pid, tid) >= 5
+    wait_until(lambda: cpu_ticks(pid, tid) >= 5, WAIT_S, "5 ticks of CPU")
 
 
 def test_close_kills_every_process_and_removes_the_tree(cgroup_root: Path) -> None:

@@ -1,11 +1,11 @@
 """Observation end to end on this machine's own kernel, which has no sched_ext.
 
-`python -m temper.lab.observe` runs the lab's pods as real processes in real cgroups (the
-machine's cgroup2 mount, without the cpu controller in this container), the agent over a host
-root of symlinks into the real /proc and /sys, and reads `/observe`, `/metrics` and a 5 s trace
-from a real tracefs. The agent refuses to enforce (no sched_ext) and observes anyway: that is
-the observation-first promise (DESIGN.md section 3). Needs root, a writable cgroup2 mount and
-tracefs; a machine without them fails these tests with the reason (they never skip).
+`python -m temper.lab.observe` runs the lab's pods as real processes in real cgroups (the machine's
+cgroup2 mount, without the cpu controller in this container), the agent over a host root of symlinks
+into the real /proc and /sys, and reads `/observe`, `/metrics` and a 5 s trace from a real tracefs.
+The agent refuses to enforce (no sched_ext) and observes anyway: that is the observation-first
+promise (docs/observe.md#observation-first). Needs root, a writable cgroup2 mount and tracefs; a
+machine without them fails these tests with the reason (they never skip).
 """
 
 from __future__ import annotations

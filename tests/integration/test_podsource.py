@@ -12,7 +12,9 @@ from typing import Any
 
 import yaml
 
-from temper.host.podsource import PodSnapshot, read_pod_dir, watch_pod_dir
+from temper.host.podsource import read_pod_dir, watch_pod_dir
+from temper.policy.pods import PodSnapshot
+from waiting import until
 
 PodMaker = Callable[..., dict[str, Any]]
 
@@ -160,14 +162,6 @@ def test_a_duplicate_uid_keeps_the_first_and_names_both_files(
 async def first_snapshot(directory: Path) -> PodSnapshot:
     async with aclosing(watch_pod_dir(directory, interval_s=INTERVAL_S)) as snapshots:
         return await asyncio.wait_for(anext(snapshots), WAIT_S)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), WAIT_S)
 
 
 def test_watch_yields_the_first_snapshot_immediately(

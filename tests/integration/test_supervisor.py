@@ -8,6 +8,7 @@ identical config, B7 invalid config; the lab tier repeats the ones a real kernel
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from temper.policy.lifecycle import Action, Lifecycle, LifecycleSettings, Mode
 from temper.policy.machine import synthetic_shape
 from temper.policy.planner import Plan, plan_node
 from temper.policy.tiers import QosClass
+from waiting import wait_until
 
 T = TypeVar("T")
 SHAPE = synthetic_shape(1, 2, 2, 1)
@@ -61,6 +63,7 @@ def supervisor(
     lifecycle = Lifecycle(LifecycleSettings(**life)) if life else None  # type: ignore[arg-type]
     sup = Supervisor(
         host_root=root,
+        read_sched_ext=functools.partial(read_sched_ext, root),
         state_dir=root / "state",
         command=command,
         report=seen.append,
@@ -280,10 +283,7 @@ def test_b1_the_child_dies_with_the_agent(root: Path) -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=False
     )
     pid = int(done.stdout.split()[0])
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.05)
-    assert not _alive(pid)
+    wait_until(lambda: not _alive(pid), 5, f"scheduler pid {pid} gone")
 
 
 def _alive(pid: int) -> bool:

@@ -22,6 +22,7 @@ import pytest
 from temper.host.errors import TraceBusy, TracefsError
 from temper.host.tracefs import MAX_PIDS, PID_MAX_LIMIT, capture_sched_trace
 from temper.policy.schedtrace import MAX_BYTES, parse_sched_trace, summarize_wake_to_run
+from waiting import wait_until
 
 SLEEPER = "import time\nwhile True: time.sleep(0.001)"
 SPINNER = "while True: pass"
@@ -129,10 +130,8 @@ def test_a_second_capture_while_one_runs_is_busy(
             pids=None,
             instance=instance,
         )
-        deadline = time.monotonic() + 10
-        while not (tracefs / "instances" / instance).is_dir() and not first.done():
-            assert time.monotonic() < deadline, "the first capture never created its instance"
-            time.sleep(0.01)
+        made = tracefs / "instances" / instance
+        wait_until(lambda: made.is_dir() or first.done(), 10, "the first capture's instance")
         with pytest.raises(TraceBusy, match="already running"):
             capture_sched_trace(
                 tracefs,

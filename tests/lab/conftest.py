@@ -1,4 +1,4 @@
-"""The lab tier: jobs run in a QEMU guest on a sched_ext kernel (DESIGN.md section 7).
+"""The lab tier: jobs run in a QEMU guest on a sched_ext kernel (docs/testing.md).
 
 The kernel is provisioned once per session by the project's own tooling
 (`python -m temper.lab provision` does the same by hand): cold, it installs QEMU and

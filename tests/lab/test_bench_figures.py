@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from temper.lab.errors import LabError
+from temper.lab.guestjob import doc_block, write_doc_block
 from temper.lab.measure import latency_figures, percentile
 from temper.lab.restartgap import Sampler, _track, figures
 from temper.lab.variants import apply_variant, parse_variant
@@ -158,6 +159,20 @@ def test_a_variant_naming_an_unknown_layer_is_refused() -> None:
         apply_variant(config, parse_variant("x:crit.protected=true"))
 
 
+def test_layer_counters_are_medians_per_enforced_scenario_and_layer() -> None:
+    interference = bench_module("interference")
+    runs = [
+        phase("temper", n, layers_at_end={"critical": {"preempt": p, "cpus": [1]}})
+        for n, p in enumerate([0.1, 0.3, 0.2])
+    ]
+    runs.append(phase("stock", 0))
+    counters = interference.layer_counters(runs)
+    assert counters == {"temper": {"critical": {"preempt": 0.2}}}  # lists are not counters
+    assert "| temper | critical |" in "\n".join(
+        interference._counters_section({"layer_counters": counters})
+    )
+
+
 def test_the_demo_summary_shows_figures_and_verdicts() -> None:
     demo = bench_module("demo")
     figures = dict.fromkeys(demo.SCENARIO_FIELDS, 7)
@@ -210,3 +225,16 @@ def test_restart_gap_report_leaves_out_replacements_no_sample_saw() -> None:
     assert "**missed**" in text
     assert any("no sample saw" in note for note in report["caveats"])
     assert report["caveats"][0] == "host busy"
+
+
+def test_a_doc_block_is_appended_once_then_replaced_in_place(tmp_path: Path) -> None:
+    doc = tmp_path / "lab.md"
+    doc.write_text("# Lab\n\nprose\n")
+    assert doc_block("figs", doc) is None
+    write_doc_block("figs", "make figs", "one", doc)
+    doc.write_text(doc.read_text() + "\nafter\n")
+    write_doc_block("figs", "make figs", "two\nlines", doc)
+    assert doc_block("figs", doc) == "two\nlines"
+    assert doc.read_text() == (
+        "# Lab\n\nprose\n\n<!-- figs: make figs -->\ntwo\nlines\n<!-- /figs -->\n\nafter\n"
+    )

@@ -3,18 +3,22 @@ the result port's trailer, and the warm provisioning path (no network once a rel
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 from temper.lab.__main__ import parse_share
+from temper.lab.agentrun import keep_logs
 from temper.lab.archive import order_candidates, parse_kernel_candidates
 from temper.lab.errors import LabError
 from temper.lab.image import extract_vmlinux, missing_config
 from temper.lab.provision import PIN_ENV, LabKernel, debian_mirror, provision_kernel
 from temper.lab.qemu import LabQemu, host_codename, provision_qemu, version_key
-from temper.lab.vm import parse_result_port, plan_shares, qemu_command
+from temper.lab.vm import _forward_lines, parse_result_port, plan_shares, qemu_command
 
 
 def stanza(package: str, version: str = "1") -> str:
@@ -97,6 +101,18 @@ def test_the_result_port_splits_output_and_exit_status(
 ) -> None:
     report = parse_result_port(data)
     assert (report.returncode, report.output, report.fatal) == (returncode, output, None)
+
+
+def test_progress_gets_whole_lines_as_they_arrive_and_no_trailer(tmp_path: Path) -> None:
+    result = tmp_path / "result"
+    result.write_bytes(b"")
+    seen: list[str] = []
+    with result.open("rb") as job_output:
+        for chunk in (b"[1] calibr", b"ated\n[2] rep", b"eat 0\n", b"\n__LAB_RC__=0\n"):
+            with result.open("ab") as guest:
+                guest.write(chunk)
+            _forward_lines(job_output, seen.append)
+    assert seen == ["[1] calibrated", "[2] repeat 0"]
 
 
 def test_an_init_failure_is_not_an_exit_status() -> None:
@@ -225,3 +241,46 @@ def test_a_ready_release_is_returned_without_the_network(
     assert kernel.initrd.parent == ready
     assert kernel.initrd.stat().st_size > 1_000_000  # busybox-static and the rest, as newc cpio
     assert kernel.accel.qemu == str(qemu / "usr/bin/qemu-system-x86_64")
+
+
+def test_a_killed_runner_takes_its_guest_with_it(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "from temper.host.scheduler import die_with_parent\n"
+            "child = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent)\n"
+            f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+            "time.sleep(60)\n",
+        ]
+    )
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the runner never started its child"
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    while Path(f"/proc/{child}").exists() and "Z" not in _state(child):
+        assert time.monotonic() < deadline, "the child outlived its killed parent"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_a_jobs_logs_are_copied_beside_its_output(tmp_path: Path) -> None:
+    work, share = tmp_path / "work", tmp_path / "share"
+    work.mkdir()
+    share.mkdir()
+    (work / "agent.log").write_text("planned\n")
+    (work / "pods").mkdir()  # not a log
+    keep_logs(work, share / "guest.json")
+    assert [p.name for p in (share / "logs").iterdir()] == ["agent.log"]
+    assert (share / "logs" / "agent.log").read_text() == "planned\n"

@@ -1,8 +1,8 @@
 """Planner output, read back by the real scx_layered with `--print-and-exit`.
 
 `--print-and-exit` parses the config, fills in defaults and prints it before its own limit checks
-(DESIGN.md section 4). Comparing what it printed with what we wrote catches parse errors and any
-field the scheduler would have dropped silently; `check_config` covers the limits.
+(docs/scx-layered.md#the-config-file). Comparing what it printed with what we wrote catches parse
+errors and any field the scheduler would have dropped silently; `check_config` covers the limits.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""The node agent: the single composition root that wires pod sources, planner and supervisor."""
+"""The node agent, `temper-agent`: `main` is its composition root, the one place that wires the
+control loop, the plan state, the supervisor, observation, the cluster link and the API."""

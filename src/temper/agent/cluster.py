@@ -4,6 +4,10 @@
 the host (unknown when nothing was kept), watches the Node for changes and remembers each,
 turns every transition into an Event, and keeps `temper.io/state` and `temper.io/tier-load`
 current through the `NodePublisher`, which never makes enforcement wait.
+
+It reaches the API server through the `Kube` port, reads the kernel's sched_ext state through
+the function it is given (the agent's one reader), and sees the scheduler only as the
+`SchedulerState` it publishes.
 """
 
 from __future__ import annotations
@@ -11,18 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import time
 from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Protocol
 
-from temper.agent.supervisor import Supervisor, Transition
+from temper.agent.events import log_event
+from temper.agent.supervisor import Transition
 from temper.host.errors import HostError
 from temper.host.podcgroups import read_cpu_usage_usec
-from temper.host.sched_ext import read_sched_ext
-from temper.kube.api import ApiError, KubeApi, rfc3339
-from temper.kube.nodewatch import KillSwitchFile, NodeView, watch_node
+from temper.host.sched_ext import SchedExtStatus
+from temper.kube.api import Kube, KubeError, rfc3339
+from temper.kube.nodewatch import KillSwitchFile, WatchedNode, watch_node
 from temper.kube.publish import NodePublisher
 from temper.policy.contract import (
     SAFE_MODE_KEY,
@@ -36,8 +41,6 @@ from temper.policy.contract import (
 )
 from temper.policy.lifecycle import Mode
 from temper.policy.planner import Plan
-
-log = logging.getLogger("temper.agent")
 
 
 def agent_version() -> str:
@@ -56,22 +59,30 @@ _EVENT_REASONS = {
 }
 
 
+class SchedulerState(Protocol):
+    """What the Node is told about the scheduler (`temper.agent.supervisor.Supervisor`)."""
+
+    @property
+    def last(self) -> tuple[Mode, str] | None: ...
+    def running_digest(self) -> str | None: ...
+
+
 class ClusterLink:
     def __init__(
         self,
-        api: KubeApi,
+        kube: Kube,
         node: str,
         *,
         state_dir: Path,
         host_root: Path,
-        report: Callable[[str, dict[str, object]], None],
+        read_sched_ext: Callable[[], SchedExtStatus],
     ) -> None:
-        self.api = api
+        self.kube = kube
         self.node = node
-        self.host_root = host_root
-        self.report = report  # (event, fields): the agent's JSON log
+        self.host_root = host_root  # pods' cgroups, for their CPU use
+        self.read_sched_ext = read_sched_ext
         self.publisher = NodePublisher(
-            api, node, on_error=self.api_error("publish"), on_ok=lambda: self.api_ok("publish")
+            kube, node, on_error=self.api_error("publish"), on_ok=lambda: self.api_ok("publish")
         )
         self.file = KillSwitchFile(state_dir)
         remembered = self.file.read()
@@ -91,16 +102,16 @@ class ClusterLink:
         self._errors: dict[str, str] = {}
 
     async def watch_kill_switch(self, changed: Callable[[], None]) -> None:
-        async for view in watch_node(self.api, self.node, on_error=self.api_error("node")):
+        async for view in watch_node(self.kube, self.node, on_error=self.api_error("node")):
             self.api_ok("node")
             self._take(view)
             changed()
 
-    def _take(self, view: NodeView) -> None:
+    def _take(self, view: WatchedNode) -> None:
         self.publisher.node_uid = view.uid
         switch = view.kill_switch
         if switch.note and switch.note != self._noted:
-            self.report("kill-switch-value", {"reason": switch.note})
+            log_event("kill-switch-value", reason=switch.note)
             self.publisher.event("TemperSafeModeValue", switch.note, warning=True)
         self._noted = switch.note
         shown = "absent" if view.raw is None else repr(view.raw)
@@ -112,7 +123,7 @@ class ClusterLink:
             if self.file.read() != switch:
                 self.file.write(view.raw)
         except OSError as exc:
-            self.report("state-write-error", {"reason": f"{self.file.path}: {exc}"})
+            log_event("state-write-error", reason=f"{self.file.path}: {exc}")
 
     def transition(self, transition: Transition) -> None:
         mode = contract_mode(transition.mode)
@@ -131,23 +142,23 @@ class ClusterLink:
             message += f" ({details})"
         self.publisher.event("TemperOperatorAction", message[:1024], warning=outcome != "OK")
 
-    def publish(self, supervisor: Supervisor, plan: Plan | None) -> None:
+    def publish(self, scheduler: SchedulerState, plan: Plan | None) -> None:
         """Ask for the current state and tier load to be on the Node (CPU use as last sampled)."""
-        annotations = {STATE_KEY: self._state(supervisor).to_json()}
+        annotations = {STATE_KEY: self._state(scheduler).to_json()}
         if plan is not None:
             annotations[TIER_LOAD_KEY] = tier_load_json(tier_load(plan, self._used))
         self.publisher.publish(annotations)
 
-    async def goodbye(self, supervisor: Supervisor, timeout_s: float = 3.0) -> None:
+    async def goodbye(self, scheduler: SchedulerState, timeout_s: float = 3.0) -> None:
         """On shutdown: publish where the node was left, if the API server takes it in time."""
-        self.publisher.publish({STATE_KEY: self._state(supervisor).to_json()})
-        with contextlib.suppress(TimeoutError, ApiError):
+        self.publisher.publish({STATE_KEY: self._state(scheduler).to_json()})
+        with contextlib.suppress(TimeoutError, KubeError):
             await asyncio.wait_for(self.publisher.flush(), timeout_s)
 
-    def _state(self, supervisor: Supervisor) -> AgentState:
-        mode, reason = supervisor.last or (Mode.STOCK, "starting")
+    def _state(self, scheduler: SchedulerState) -> AgentState:
+        mode, reason = scheduler.last or (Mode.STOCK, "starting")
         try:
-            status = read_sched_ext(self.host_root)
+            status = self.read_sched_ext()
             ops, seq = status.ops, status.enable_seq
         except HostError:
             ops, seq = None, None
@@ -156,7 +167,7 @@ class ClusterLink:
             reason=reason,
             ops=ops,
             enable_seq=seq,
-            config_sha256=supervisor.running_digest(),
+            config_sha256=scheduler.running_digest(),
             agent_version=agent_version(),
             updated=self._updated,
         )
@@ -184,12 +195,12 @@ class ClusterLink:
         self._usage = seen
         self._used = used
 
-    def api_error(self, what: str) -> Callable[[ApiError], None]:
-        def note(exc: ApiError) -> None:
+    def api_error(self, what: str) -> Callable[[KubeError], None]:
+        def note(exc: KubeError) -> None:
             text = str(exc)
             if self._errors.get(what) != text:  # once per distinct error, not per retry
                 self._errors[what] = text
-                self.report("api-error", {"watch": what, "reason": text})
+                log_event("api-error", watch=what, reason=text)
 
         return note
 

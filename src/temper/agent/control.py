@@ -10,6 +10,11 @@ node go through the same paths the control loop uses:
 - Reload plans again and restarts the scheduler under the reconcile lock. Concurrent reloads
   are coalesced (`Coalescer`): a caller is answered by the first reload that started after it
   called, so a thousand calls at once cost at most two restarts.
+
+`NodeControl` sees the agent through narrow ports, each a `Protocol` the real part meets: the
+plan state (`PlanView`), the control loop that takes changes (`Enforcement`), the supervisor
+(`SchedulerView`), trace captures (`Tracer`), the assignments file (`AssignmentStore`), and two
+functions: the kernel's sched_ext state and the newest observation. Tests give it fakes.
 """
 
 from __future__ import annotations
@@ -17,27 +22,75 @@ from __future__ import annotations
 import asyncio
 import difflib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from temper.agent.tracing import NoThreads, TraceResult, TraceService
+from temper.agent.tracing import NoThreads, TraceResult
 from temper.api.v1 import agent_pb2 as pb
 from temper.api.wire import pod_to_wire, tier_to_wire
 from temper.host.errors import HostError, TraceBusy
-from temper.host.operator import AssignmentFile
-from temper.host.sched_ext import SchedState, read_sched_ext
+from temper.host.kernel import GateResult
+from temper.host.sched_ext import SchedExtStatus, SchedState
 from temper.policy.assignments import PodKey
 from temper.policy.errors import PolicyError
-from temper.policy.observe import Verdict
+from temper.policy.lifecycle import Mode
+from temper.policy.observe import Snapshot, Verdict
+from temper.policy.planner import Plan
+from temper.policy.pods import PodSnapshot
 from temper.policy.tiers import Tier
-from temper.serve.api import Refusal, Refused, TraceRun
-
-if TYPE_CHECKING:
-    from temper.agent.main import Agent
+from temper.serve.api import CallRefused, Refusal, TraceRun
 
 T = TypeVar("T")
+
+
+class PlanView(Protocol):
+    """The plan state, as the API reads it (`temper.agent.plans.PlanState`)."""
+
+    @property
+    def snapshot(self) -> PodSnapshot | None: ...
+    @property
+    def plan(self) -> Plan | None: ...
+    @property
+    def assignments(self) -> Mapping[PodKey, Tier]: ...
+    def plan_with(self, assignments: Mapping[PodKey, Tier]) -> Plan: ...
+
+
+class Enforcement(Protocol):
+    """Where the API's changes go (`temper.agent.loop.ControlLoop`)."""
+
+    def adopt(self, assignments: Mapping[PodKey, Tier], plan: Plan) -> None: ...
+    async def reload(self) -> None: ...
+
+
+class SchedulerView(Protocol):
+    """The scheduler, as the API reports it (`temper.agent.supervisor.Supervisor`)."""
+
+    @property
+    def last(self) -> tuple[Mode, str] | None: ...
+    @property
+    def gate(self) -> GateResult | None: ...
+    @property
+    def child(self) -> object | None: ...
+    @property
+    def running_plan(self) -> Plan | None: ...
+    def running_digest(self) -> str | None: ...
+    def digest(self, plan: Plan | None) -> str | None: ...
+
+
+class Tracer(Protocol):
+    """Starts a capture (`temper.agent.tracing.TraceService`)."""
+
+    def start(
+        self, tiers: list[Tier], seconds: float, max_bytes: int | None
+    ) -> tuple[float, asyncio.Task[TraceResult]]: ...
+
+
+class AssignmentStore(Protocol):
+    """Keeps the assignments (`temper.host.operator.AssignmentFile`)."""
+
+    def write(self, assignments: Mapping[PodKey, Tier]) -> None: ...
 
 
 class Coalescer(Generic[T]):
@@ -92,9 +145,13 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 @dataclass
 class NodeControl:
-    agent: Agent
-    store: AssignmentFile
-    traces: TraceService
+    plans: PlanView
+    loop: Enforcement
+    scheduler: SchedulerView
+    read_sched_ext: Callable[[], SchedExtStatus]
+    observed: Callable[[], Snapshot | None]  # None with observation off
+    traces: Tracer
+    store: AssignmentStore
     node_name: str
     version: str
 
@@ -102,10 +159,9 @@ class NodeControl:
         self.reloads: Coalescer[pb.ReloadResponse] = Coalescer(self._reload_once)
 
     def status(self) -> pb.Status:
-        agent = self.agent
-        mode, reason = agent.supervisor.last or (None, "starting: no decision yet")
-        gate = agent.supervisor.gate
-        plan = agent.plan
+        mode, reason = self.scheduler.last or (None, "starting: no decision yet")
+        gate = self.scheduler.gate
+        plan = self.plans.plan
         counts = Counter(p.tier for p in plan.placements) if plan else Counter()
         return pb.Status(
             mode=mode.value if mode else "starting",
@@ -115,12 +171,12 @@ class NodeControl:
                 reason="; ".join(gate.reasons) if gate else "not read yet",
             ),
             scheduler=self._scheduler(),
-            config_sha256=agent.supervisor.running_digest() or "",
+            config_sha256=self.scheduler.running_digest() or "",
             tiers=[pb.TierCount(tier=tier_to_wire(t), pods=counts[t]) for t in Tier if counts[t]],
             lint=self._lint(),
             assignments=[
                 pb.Assignment(pod=pod_to_wire(key), tier=tier_to_wire(tier))
-                for key, tier in sorted(agent.assignments.items())
+                for key, tier in sorted(self.plans.assignments.items())
             ],
             agent_version=self.version,
             node_name=self.node_name,
@@ -129,15 +185,15 @@ class NodeControl:
     async def assign_tier(self, pod: PodKey, tier: Tier) -> pb.AssignTierResponse:
         before = self._placement_tier(pod)
         if before is None:
-            raise Refused(Refusal.NOT_FOUND, f"pod {pod} is not on this node")
-        self._change({**self.agent.assignments, pod: tier}, f"assigning {pod} to {tier.value}")
+            raise CallRefused(Refusal.NOT_FOUND, f"pod {pod} is not on this node")
+        self._change({**self.plans.assignments, pod: tier}, f"assigning {pod} to {tier.value}")
         assignment = pb.Assignment(pod=pod_to_wire(pod), tier=tier_to_wire(tier))
         return pb.AssignTierResponse(assignment=assignment, previous_tier=tier_to_wire(before))
 
     async def clear_tier(self, pod: PodKey) -> pb.ClearTierResponse:
-        if pod not in self.agent.assignments:
-            raise Refused(Refusal.NOT_FOUND, f"pod {pod} has no tier assignment on this node")
-        rest = {key: tier for key, tier in self.agent.assignments.items() if key != pod}
+        if pod not in self.plans.assignments:
+            raise CallRefused(Refusal.NOT_FOUND, f"pod {pod} has no tier assignment on this node")
+        rest = {key: tier for key, tier in self.plans.assignments.items() if key != pod}
         self._change(rest, f"clearing the assignment of {pod}")
         return pb.ClearTierResponse(tier=tier_to_wire(self._placement_tier(pod)))
 
@@ -152,8 +208,8 @@ class NodeControl:
         )
 
     def config(self) -> pb.GetConfigResponse:
-        running = self.agent.supervisor.running_plan
-        planned = self.agent.plan
+        running = self.scheduler.running_plan
+        planned = self.plans.plan
         running_text = running.config_json() if running else ""
         planned_text = planned.config_json() if planned else ""
         diff = difflib.unified_diff(
@@ -164,9 +220,9 @@ class NodeControl:
         )
         return pb.GetConfigResponse(
             running=running_text,
-            running_sha256=self.agent.supervisor.running_digest() or "",
+            running_sha256=self.scheduler.running_digest() or "",
             planned=planned_text,
-            planned_sha256=self.agent.supervisor.digest(planned) or "",
+            planned_sha256=self.scheduler.digest(planned) or "",
             diff="".join(diff),
         )
 
@@ -174,25 +230,25 @@ class NodeControl:
         try:
             duration_s, capture = self.traces.start(tiers, seconds, max_bytes)
         except TraceBusy as exc:
-            raise Refused(Refusal.BUSY, str(exc)) from exc
+            raise CallRefused(Refusal.BUSY, str(exc)) from exc
         except NoThreads as exc:
-            raise Refused(Refusal.PRECONDITION, str(exc)) from exc
+            raise CallRefused(Refusal.PRECONDITION, str(exc)) from exc
         return TraceRun(duration_s, asyncio.ensure_future(_summary(capture)))
 
     def _change(self, assignments: dict[PodKey, Tier], what: str) -> None:
         """Keep `assignments` if the node can be planned with them; else refuse, unchanged."""
         try:
-            plan = self.agent.plan_with(assignments)
+            plan = self.plans.plan_with(assignments)
         except PolicyError as exc:
-            raise Refused(Refusal.PRECONDITION, f"{what} cannot be planned: {exc}") from exc
+            raise CallRefused(Refusal.PRECONDITION, f"{what} cannot be planned: {exc}") from exc
         try:
             self.store.write(assignments)
         except HostError as exc:
-            raise Refused(Refusal.PRECONDITION, f"{what}: {exc}") from exc
-        self.agent.adopt(assignments, plan)
+            raise CallRefused(Refusal.PRECONDITION, f"{what}: {exc}") from exc
+        self.loop.adopt(assignments, plan)
 
     def _placement_tier(self, pod: PodKey) -> Tier | None:
-        plan = self.agent.plan
+        plan = self.plans.plan
         key = str(pod)
         for placement in plan.placements if plan else ():
             if f"{placement.pod.namespace}/{placement.pod.name}" == key:
@@ -200,9 +256,9 @@ class NodeControl:
         return None
 
     async def _reload_once(self) -> pb.ReloadResponse:
-        if self.agent.snapshot is None:
-            raise Refused(Refusal.NOT_READY, "the agent has no pod list yet; try again shortly")
-        await self.agent.reload()
+        if self.plans.snapshot is None:
+            raise CallRefused(Refusal.NOT_READY, "the agent has no pod list yet; try again shortly")
+        await self.loop.reload()
         answer = self.status()
         return pb.ReloadResponse(
             mode=answer.mode,
@@ -213,10 +269,10 @@ class NodeControl:
 
     def _scheduler(self) -> pb.Scheduler:
         try:
-            status = read_sched_ext(self.agent.config.host_root)
+            status = self.read_sched_ext()
         except HostError:
             return pb.Scheduler()
-        ours = self.agent.supervisor.child is not None and status.is_ours()
+        ours = self.scheduler.child is not None and status.is_ours()
         return pb.Scheduler(
             state="" if status.state is SchedState.ABSENT else status.state.value,
             ops=status.ops or "",
@@ -225,7 +281,7 @@ class NodeControl:
         )
 
     def _lint(self) -> pb.LintSummary:
-        snapshot = self.agent.observer.snapshot() if self.agent.config.observe else None
+        snapshot = self.observed()
         results = snapshot.lint if snapshot else ()
         counts = Counter(r.verdict for r in results)
         return pb.LintSummary(
@@ -240,9 +296,9 @@ async def _summary(capture: Awaitable[TraceResult]) -> tuple[Path, pb.TraceSumma
     try:
         result = await capture
     except TraceBusy as exc:
-        raise Refused(Refusal.BUSY, str(exc)) from exc
+        raise CallRefused(Refusal.BUSY, str(exc)) from exc
     except HostError as exc:  # tracefs missing or refusing: the node lacks what tracing needs
-        raise Refused(Refusal.PRECONDITION, f"trace capture failed: {exc}") from exc
+        raise CallRefused(Refusal.PRECONDITION, f"trace capture failed: {exc}") from exc
     trace = result.capture
     return trace.path, pb.TraceSummary(
         file=str(trace.path),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from temper.host.errors import HostError
 from temper.host.kernel import GateResult, read_kernel_gate
-from temper.host.sched_ext import SchedState, read_sched_ext, trigger_sysrq_reset
+from temper.host.sched_ext import SchedExtStatus, SchedState, trigger_sysrq_reset
 from temper.host.scheduler import SchedulerCommand, SchedulerProcess
 from temper.policy.contract import OFF, KillSwitch
 from temper.policy.lifecycle import Action, ChildExit, Decision, Lifecycle, Mode, Observation
@@ -73,6 +73,7 @@ class Supervisor:
         self,
         *,
         host_root: Path,
+        read_sched_ext: Callable[[], SchedExtStatus],
         state_dir: Path,
         command: SchedulerCommand,
         report: Callable[[Transition], None],
@@ -82,6 +83,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host_root = host_root
+        self.read_sched_ext = read_sched_ext  # the host's sched_ext state, now
         self.state_dir = state_dir
         self.command = command
         self.report = report
@@ -130,7 +132,7 @@ class Supervisor:
         if child is not None:
             code = await self._terminate(child)
             self._ended(ChildExit(code, child.output_tail(), requested=True))
-        status = read_sched_ext(self.host_root)
+        status = self.read_sched_ext()
         still_ours = status.state is SchedState.ENABLED and status.enable_seq == self.attached_seq
         if still_ours and self.attached_seq is not None:
             trigger_sysrq_reset(self.host_root)
@@ -150,7 +152,7 @@ class Supervisor:
         return digest
 
     def _observe(self, wanted: Wanted, *, reload: bool = False) -> Observation:
-        status = read_sched_ext(self.host_root)
+        status = self.read_sched_ext()
         if self.child is not None and status.is_ours():
             self.attached_seq = status.enable_seq  # re-attached in process (CPU hotplug)
         running = self.running_plan
@@ -215,7 +217,7 @@ class Supervisor:
                 elif loaded.exists():  # the new one is ready: make way for it
                     await self.stop()
                     loaded = None
-            elif (status := read_sched_ext(self.host_root)).is_ours():
+            elif (status := self.read_sched_ext()).is_ours():
                 self.child, self.running_plan = child, plan
                 self.attached_seq = status.enable_seq
                 return

@@ -5,7 +5,7 @@
 The agent picks the threads of the asked tiers from its last discovery, records them through a
 private tracefs instance (`temper.host.tracefs`) for `seconds` (default 5, at most 60) and at
 most `max_mb` (at most 64), and writes the file under `<state-dir>/traces/` with a name it
-chooses (reference/reliability.md F7: no caller-given paths). The answer is JSON: the file, its
+chooses (docs/reliability.md row F7: no caller-given paths). The answer is JSON: the file, its
 size and events, and the wake-to-run summary per tier. The file is ftrace's text format, which
 Perfetto's UI opens. One capture runs at a time (409 for a second); the newest `keep` files are
 kept. Served to loopback callers only: capture is not for every in-cluster scraper that may

@@ -5,7 +5,7 @@
 It plays the parts of scx_layered and of the kernel against a fake sysfs under ROOT
 (`write_fake_sched_ext`): attaching sets `state` to enabled and names our ops in `root/ops`,
 detaching sets it back. Modes stand in for faults a real kernel cannot be made to produce on
-demand (reference/reliability.md A2, A3, A5, A12):
+demand (docs/reliability.md rows A2, A3, A12):
 
     ok            attach; on SIGTERM/SIGINT detach and exit 0
     fail-fast     print a verifier failure and exit 1 without attaching

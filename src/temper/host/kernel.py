@@ -1,16 +1,17 @@
 """The kernel gate: can this host's kernel run scx_layered at all?
 
-The agent loads scx_layered only on a node that passes this gate (DESIGN §5). A node that fails
-it refuses loudly, with every reason, and keeps observing on the stock scheduler. So the gate
-never raises: an unreadable file is one more reason, and the operator sees all of them at once
-rather than fixing one, redeploying and meeting the next.
+The agent loads scx_layered only on a node that passes this gate
+(docs/reliability.md#the-scheduler-lifecycle). A node that fails it refuses loudly, with every
+reason, and keeps observing on the stock scheduler. So the gate never raises: an unreadable file is
+one more reason, and the operator sees all of them at once rather than fixing one, redeploying and
+meeting the next.
 
 The checks, each read from the host under `root` (the node's `/` mounted at `--host-root`;
 tests write a fake tree with `temper.host.fakesys.write_fake_kernel`):
 
 - the release in `proc/sys/kernel/osrelease` is at least 6.12, the first mainline kernel with
-  sched_ext (reference scx_layered.md §3.2); only the leading `X.Y` counts, so `6.12.0-rc1`
-  passes;
+  sched_ext (docs/scx-layered.md#what-the-kernel-guarantees); only the leading `X.Y` counts, so
+  `6.12.0-rc1` passes;
 - `CONFIG_SCHED_CLASS_EXT=y` in `boot/config-<release>` or, when that is absent, in the
   gzipped `proc/config.gz` (CONFIG_IKCONFIG_PROC);
 - kernel BTF at `sys/kernel/btf/vmlinux`, which the BPF scheduler is loaded against;

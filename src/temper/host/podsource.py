@@ -9,8 +9,8 @@ directory.
 
 One bad file must not hide the rest, so a snapshot is not all-or-nothing: a file that cannot be
 read or parsed becomes one line in `PodSnapshot.errors`, naming it, and the other files still
-count. A pod whose uid an earlier file (in name order) already gave is dropped the same way, and
-the line names both files.
+count, their pods in file-name order. A pod whose uid an earlier file (in name order) already
+gave is dropped the same way, and the line names both files.
 
 The fingerprint hashes each manifest file's name, size, modification time and inode, taken
 before the files are read. A file that changes while it is being read therefore changes the next
@@ -26,12 +26,11 @@ import hashlib
 import os
 import stat
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from temper.host.errors import HostReadError
 from temper.host.files import read_pod_list
-from temper.policy.pods import Pod
+from temper.policy.pods import Pod, PodSnapshot
 
 MANIFEST_SUFFIXES = (".json", ".yaml", ".yml")
 _IGNORED_SUFFIXES = ("~", ".swp")
@@ -39,15 +38,6 @@ _IGNORED_SUFFIXES = ("~", ".swp")
 # (size, mtime_ns, inode) of a manifest file; () when it exists but cannot be examined (a
 # dangling link), so reading it reports why.
 _Stamp = tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class PodSnapshot:
-    """The pods of a pod directory at one moment, and what was wrong with it."""
-
-    pods: tuple[Pod, ...]  # from every readable manifest file, in file-name order
-    errors: tuple[str, ...]  # one line per unreadable file or duplicate pod, naming the file
-    fingerprint: str  # changes whenever a manifest file appears, goes, or changes
 
 
 def read_pod_dir(directory: Path) -> PodSnapshot:

@@ -1,9 +1,9 @@
 """CPU pressure (PSI): the node's `/proc/pressure/cpu` and each pod cgroup's `cpu.pressure`.
 
-The kernel recomputes the averages every 2 s (reference/perf_anchors.md 4c), so reading more
-often buys nothing; the observer reads on that cadence. Each file stays open and is read again
+The kernel recomputes the averages every 2 s (docs/performance.md#psi-updates-every-2-s), so reading
+more often buys nothing; the observer reads on that cadence. Each file stays open and is read again
 with `pread`, which costs a fraction of an open. A pod cgroup that vanished, or a kernel built
-without PSI, reads as None: the caller reports it, nothing raises (reference/reliability.md E2).
+without PSI, reads as None: the caller reports it, nothing raises (docs/reliability.md row E2).
 """
 
 from __future__ import annotations

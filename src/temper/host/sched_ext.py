@@ -1,10 +1,11 @@
 """Read the kernel's sched_ext state, and reset it with SysRq-S, under a host root.
 
 Why sysfs: `/sys/kernel/sched_ext` is the kernel's truth about which BPF scheduler runs
-(DESIGN §5). The agent reconciles against what these files say now, never against its memory
-of what it started, so a scheduler that crashed, was replaced or was reset by an operator shows
-up on the next read. Why a root argument: the agent reads the node's `/sys` mounted at
-`--host-root`, and tests read a fake tree written by `temper.host.fakesys.write_fake_sched_ext`.
+(docs/reliability.md#the-scheduler-lifecycle). The agent reconciles against what these files say
+now, never against its memory of what it started, so a scheduler that crashed, was replaced or was
+reset by an operator shows up on the next read. Why a root argument: the agent reads the node's
+`/sys` mounted at `--host-root`, and tests read a fake tree written by
+`temper.host.fakesys.write_fake_sched_ext`.
 
 Which files (kernel ext.c; Documentation/scheduler/sched-ext.rst):
 

@@ -2,7 +2,7 @@
 
 The child's lifetime is tied to the agent's: it is started with PR_SET_PDEATHSIG=SIGKILL, so if
 the agent dies the kernel kills the child, which drops its BPF link and puts every task back on
-the stock scheduler (reference/reliability.md B1; scx_layered's link is not pinned).
+the stock scheduler (docs/reliability.md row B1; scx_layered's link is not pinned).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def check_scheduler(binary: str, timeout_s: float = 30.0) -> None:
         )
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -79,7 +79,8 @@ class SchedulerProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
+                env={**os.environ, "NO_COLOR": "1"},  # plain log lines, not terminal colours
             )
         except OSError as exc:
             raise HostError(f"cannot start {command.argv_prefix[0]}: {exc.strerror}") from exc

@@ -3,7 +3,7 @@
 scx_layered serves line-delimited JSON on a UNIX socket at `/var/run/scx/root/stats`: one
 request per line, one response per line (scx_stats 1.1.2 `server.rs`). A `stats` request returns
 the system and per-layer statistics; each connection keeps its own baseline, so rates are deltas
-since that connection's previous request (reference/scx_layered.md 2.5). Task counts are not
+since that connection's previous request (docs/scx-layered.md#the-stats-socket). Task counts are not
 rates, which is what placement checks need.
 """
 

@@ -9,14 +9,14 @@ Reading one. `/proc/<tid>/stat` gives the thread's start time (field 22; with th
 the thread, since tids are reused), its name and the CPU it last ran on (field 39);
 `/proc/<tid>/schedstat` gives its time on a CPU and its time waiting on a run queue, in ns.
 
-Cost. Opening a procfs file costs more than reading it (reference/perf_anchors.md 4c: ~75% of
-an open/close is descriptor set-up), so `ThreadReader` keeps both files of a sampled thread open
-and reads them again with `pread`. A kept descriptor also cannot be confused by tid reuse: it
-refers to the thread it was opened for, and reads fail with ESRCH once that thread is gone. At
-most `max_open` threads keep descriptors; beyond that a read opens and closes.
+Cost. Opening a procfs file costs more than reading it (~75% of an open/close is descriptor set-up:
+docs/performance.md#procfs-opening-costs-more-than-reading), so `ThreadReader` keeps both files of a
+sampled thread open and reads them again with `pread`. A kept descriptor also cannot be confused by
+tid reuse: it refers to the thread it was opened for, and reads fail with ESRCH once that thread is
+gone. At most `max_open` threads keep descriptors; beyond that a read opens and closes.
 
 Races. Threads exit and cgroups vanish between finding and reading them; each such read returns
-None (or an empty list) for the caller to count (reference/reliability.md rows E1, E2). Only a
+None (or an empty list) for the caller to count (docs/reliability.md rows E1, E2). Only a
 failure that is not one of these is raised, as a `HostReadError` naming the file.
 """
 

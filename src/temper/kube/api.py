@@ -1,8 +1,11 @@
 """The few Kubernetes API calls the agent makes, over aiohttp (docs/adr/0005).
 
+`Kube` is the port: the six calls the pod watch, the Node watch and the publisher make.
+`KubeApi` makes them over HTTP; `temper.kube.fakeapi.FakeKube` answers them from a script.
+
 Plain HTTP on aiohttp, with the JSON read as dicts: the agent parses pods with the same code
 that reads manifests from disk, reads watch streams line by line, and turns every non-2xx
-answer into one `ApiError` that says whether and when to retry. Configuration (kubeconfig or
+answer into one `KubeError` that says whether and when to retry. Configuration (kubeconfig or
 service account) is `temper.kube.config`.
 
 Every request has a deadline; a watch has a read deadline, so a connection that hangs without
@@ -19,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -32,8 +35,8 @@ USER_AGENT = "temper-agent"
 MIN_WATCH_S = 1.0  # a watch that ends sooner, without an event, counts as a failure
 
 
-class ApiError(Exception):
-    """An API request failed: `status` 0 means no answer (refused, reset, timed out)."""
+class KubeError(Exception):
+    """An API server request failed: `status` 0 means no answer (refused, reset, timed out)."""
 
     def __init__(self, status: int, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{status}: {message}" if status else message)
@@ -51,7 +54,7 @@ async def load_config(kubeconfig: Path | None) -> ApiConfig:
     try:
         return _load_config(kubeconfig)
     except ConfigError as exc:
-        raise ApiError(0, str(exc)) from exc
+        raise KubeError(0, str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,20 @@ class Timeouts:
     connect_s: float = 10.0
 
 
+class Kube(Protocol):
+    """The API server calls the agent makes: lists and objects as dicts, watches as async
+    iterators of event dicts. Each raises `KubeError` when it fails."""
+
+    async def list_pods(self, node: str) -> dict[str, Any]: ...
+    def watch_pods(self, node: str, resource_version: str) -> AsyncIterator[dict[str, Any]]: ...
+    async def read_node(self, node: str) -> dict[str, Any]: ...
+    def watch_node(self, node: str, resource_version: str) -> AsyncIterator[dict[str, Any]]: ...
+    async def apply_node(self, node: str, body: dict[str, Any], field_manager: str) -> None: ...
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> None: ...
+
+
 class KubeApi:
-    """Raw calls: lists and objects as dicts, watches as async iterators of event dicts."""
+    """`Kube` over HTTP, on one aiohttp session."""
 
     def __init__(self, config: ApiConfig, timeouts: Timeouts | None = None):
         self.config = config
@@ -115,7 +130,7 @@ class KubeApi:
         try:
             authorization = self.config.authorization()
         except ConfigError as exc:
-            raise ApiError(0, str(exc)) from exc
+            raise KubeError(0, str(exc)) from exc
         if authorization:
             headers["Authorization"] = authorization
         if content_type:
@@ -145,7 +160,7 @@ class KubeApi:
                 timeout=timeout,
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ApiError(0, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            raise KubeError(0, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if not 200 <= response.status < 300:
             try:
                 text = (await response.text())[:300]
@@ -154,7 +169,7 @@ class KubeApi:
             finally:
                 response.release()
             message = _status_message(text) or response.reason or ""
-            raise ApiError(response.status, f"{method} {path}: {message}", _retry_after(response))
+            raise KubeError(response.status, f"{method} {path}: {message}", _retry_after(response))
         return response
 
     async def _json(
@@ -174,9 +189,9 @@ class KubeApi:
         try:
             data: dict[str, Any] = json.loads(await response.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ApiError(0, f"{method} {path}: reading the answer: {exc!r}") from exc
+            raise KubeError(0, f"{method} {path}: reading the answer: {exc!r}") from exc
         except ValueError as exc:
-            raise ApiError(0, f"{method} {path}: the answer is not JSON: {exc}") from exc
+            raise KubeError(0, f"{method} {path}: the answer is not JSON: {exc}") from exc
         finally:
             response.release()
         return data
@@ -184,7 +199,7 @@ class KubeApi:
     async def _watch(
         self, path: str, field_selector: str, resource_version: str
     ) -> AsyncIterator[dict[str, Any]]:
-        """The watch's events until the server ends it; ApiError on a failure or an ERROR event."""
+        """The watch's events until the server ends it; KubeError on a failure or an ERROR event."""
         query = {
             "watch": "true",
             "fieldSelector": field_selector,
@@ -208,21 +223,21 @@ class KubeApi:
                 except TimeoutError:
                     return  # silence: the caller reopens from the last resourceVersion
                 except aiohttp.ClientError as exc:
-                    raise ApiError(0, f"watch {path}: {type(exc).__name__}: {exc}") from exc
+                    raise KubeError(0, f"watch {path}: {type(exc).__name__}: {exc}") from exc
                 if not line:
                     if not events and time.monotonic() - opened < MIN_WATCH_S:
                         # A server ends a healthy watch after timeoutSeconds; one that ends
                         # at once is failing, and must be backed off from, not reopened.
-                        raise ApiError(0, f"watch {path}: ended at once without an event")
+                        raise KubeError(0, f"watch {path}: ended at once without an event")
                     return
                 try:
                     event = json.loads(line)
                 except ValueError as exc:
-                    raise ApiError(0, f"watch {path}: not JSON: {line[:100]!r}") from exc
+                    raise KubeError(0, f"watch {path}: not JSON: {line[:100]!r}") from exc
                 if event.get("type") == "ERROR":
                     status = event.get("object") or {}
                     code = int(status.get("code") or 0)
-                    raise ApiError(code, f"watch {path}: {status.get('message')}")
+                    raise KubeError(code, f"watch {path}: {status.get('message')}")
                 events += 1
                 yield event
         finally:

@@ -1,9 +1,10 @@
 """The agent's own Node: the kill switch, read, watched, and remembered on the host.
 
-`watch_kill_switch` reads the Node, then watches it alone (`metadata.name=<node>`), and yields
-the `temper.io/safe-mode` value each time it changes. The last value is kept in the state
-directory (`KillSwitchFile`) so that a restarted agent honours it before the API answers; a
-cold start with the API unreachable and nothing kept stays unknown, and unknown never loads.
+`watch_node` reads the Node, then watches it alone (`metadata.name=<node>`), and yields a
+`WatchedNode` (the `temper.io/safe-mode` value and the Node's uid) each time it changes. The
+agent keeps the last value in the state directory (`KillSwitchFile`) so that a restarted agent
+honours it before the API answers; a cold start with the API unreachable and nothing kept stays
+unknown, and unknown never loads.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from temper.kube.api import ApiError, Backoff, KubeApi, rfc3339
+from temper.kube.api import Backoff, Kube, KubeError, rfc3339
 from temper.policy.contract import SAFE_MODE_KEY, KillSwitch, kill_switch_value
 
 log = logging.getLogger("temper.kube")
@@ -24,7 +25,7 @@ KILL_SWITCH_FILE = "kill-switch.json"
 
 
 @dataclass(frozen=True)
-class NodeView:
+class WatchedNode:
     """What the agent learnt from its Node: the kill switch and the Node's uid (for Events)."""
 
     kill_switch: KillSwitch
@@ -56,18 +57,18 @@ class KillSwitchFile:
         os.replace(partial, self.path)
 
 
-def _view(node: dict[str, Any]) -> NodeView:
+def _view(node: dict[str, Any]) -> WatchedNode:
     meta = node.get("metadata") or {}
     raw = (meta.get("annotations") or {}).get(SAFE_MODE_KEY)
-    return NodeView(kill_switch_value(raw), raw, str(meta.get("uid") or ""))
+    return WatchedNode(kill_switch_value(raw), raw, str(meta.get("uid") or ""))
 
 
 async def watch_node(
-    api: KubeApi, node: str, on_error: Callable[[ApiError], None] | None = None
-) -> AsyncIterator[NodeView]:
+    api: Kube, node: str, on_error: Callable[[KubeError], None] | None = None
+) -> AsyncIterator[WatchedNode]:
     """The Node's view now, then each time it changes. Never ends; errors back off."""
     backoff = Backoff()
-    last: NodeView | None = None
+    last: WatchedNode | None = None
     version: str | None = None
     while True:
         try:
@@ -86,7 +87,7 @@ async def watch_node(
                     yield view
                 backoff.reset()
             backoff.reset()  # the watch ran its course: resume from the last resourceVersion
-        except ApiError as exc:
+        except KubeError as exc:
             version = None  # read the Node again: it is one object, cheaper than reasoning
             if not exc.gone and on_error is not None:
                 on_error(exc)

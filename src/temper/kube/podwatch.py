@@ -1,7 +1,7 @@
 """The pod source from the API server: this node's pods, listed, then watched.
 
 `watch_node_pods` yields a `PodSnapshot` (the same type the pod directory yields) after the first
-list and after every change. The rules it keeps (reference/reliability.md C1-C8):
+list and after every change. The rules it keeps (docs/reliability.md rows C1-C8):
 
 - it asks only for `spec.nodeName=<node>` pods, with bookmarks, and resumes each watch from the
   last resourceVersion it saw (events and bookmarks), so nothing between two watches is missed;
@@ -22,10 +22,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from temper.host.podsource import PodSnapshot
-from temper.kube.api import ApiError, Backoff, KubeApi
+from temper.kube.api import Backoff, Kube, KubeError
 from temper.policy.errors import PolicyError
-from temper.policy.pods import Pod, parse_pod
+from temper.policy.pods import Pod, PodSnapshot, parse_pod
 
 
 @dataclass
@@ -79,10 +78,10 @@ class PodWatchSettings:
 
 
 async def watch_node_pods(
-    api: KubeApi,
+    api: Kube,
     node: str,
     settings: PodWatchSettings | None = None,
-    on_error: Callable[[ApiError], None] | None = None,
+    on_error: Callable[[KubeError], None] | None = None,
 ) -> AsyncIterator[PodSnapshot]:
     """This node's pods: one snapshot after the first list, then one per change. Never ends."""
     settings = settings or PodWatchSettings()
@@ -101,7 +100,7 @@ async def watch_node_pods(
                     yield state.snapshot()
                 backoff.reset()
             backoff.reset()  # the watch ran its course: resume from the last resourceVersion
-        except ApiError as exc:
+        except KubeError as exc:
             if on_error is not None:
                 on_error(exc)
             if exc.gone:  # list again at once: the watch cannot resume
@@ -111,7 +110,7 @@ async def watch_node_pods(
 
 
 async def _list(
-    api: KubeApi, node: str, state: _State, settings: PodWatchSettings, listed_once: bool
+    api: Kube, node: str, state: _State, settings: PodWatchSettings, listed_once: bool
 ) -> None:
     answer = await api.list_pods(node)
     items = answer.get("items") or []

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from temper.kube.api import ApiError, Backoff, KubeApi, rfc3339
+from temper.kube.api import Backoff, Kube, KubeError, rfc3339
 from temper.policy.contract import FIELD_MANAGER, node_apply_patch
 
 log = logging.getLogger("temper.kube")
@@ -28,12 +28,12 @@ EVENT_NAMESPACE = "default"  # where Events about Nodes live (as the kubelet pos
 class NodePublisher:
     def __init__(
         self,
-        api: KubeApi,
+        api: Kube,
         node: str,
         *,
         max_events: int = 100,
         min_interval_s: float = 1.0,
-        on_error: Callable[[ApiError], None] | None = None,
+        on_error: Callable[[KubeError], None] | None = None,
         on_ok: Callable[[], None] | None = None,
     ) -> None:
         self.api = api
@@ -102,14 +102,14 @@ class NodePublisher:
                 if self.on_ok is not None:
                     self.on_ok()
                 await asyncio.sleep(self.min_interval_s)
-            except ApiError as exc:
+            except KubeError as exc:
                 if self.on_error is not None:
                     self.on_error(exc)
                 self._wake.set()
                 await backoff.wait(exc.retry_after_s)
 
     async def flush(self) -> None:
-        """Apply the wanted annotations and post the queued Events now; ApiError on failure."""
+        """Apply the wanted annotations and post the queued Events now; KubeError on failure."""
         wanted = self._wanted
         if wanted and wanted != self._applied:
             await self.api.apply_node(
@@ -124,7 +124,7 @@ class NodePublisher:
                 involved["uid"] = self.node_uid
             try:
                 await self.api.create_event(EVENT_NAMESPACE, body)
-            except ApiError as exc:
+            except KubeError as exc:
                 if exc.status != 409:  # 409: posted before, its answer lost
                     raise
             self._events.popleft()

@@ -1,12 +1,11 @@
 """A real control plane on 127.0.0.1 for tests and benchmarks: etcd and kube-apiserver.
 
 `ControlPlane.start(workdir)` starts Debian's etcd and the kube-apiserver that
-`scripts/install-control-plane` put in the cache, the way envtest does
-(`reference/k8s_testing.md` section 3): client-certificate authentication against a throw-away
-CA, RBAC, service-account tokens signed by a key made here, no admission plugins that need
-controllers we do not run. It returns once `/readyz` answers. The admin identity (group
-`system:masters`) is in `kubeconfig` and behind `request`; `kubeconfig_for_token` makes a
-kubeconfig for another identity.
+`scripts/install-control-plane` put in the cache, the way envtest does (controller-runtime,
+`pkg/internal/testing/controlplane/`): client-certificate authentication against a throw-away CA,
+RBAC, service-account tokens signed by a key made here, no admission plugins that need controllers
+we do not run. It returns once `/readyz` answers. The admin identity (group `system:masters`) is in
+`kubeconfig` and behind `request`; `kubeconfig_for_token` makes a kubeconfig for another identity.
 
 Faults the tests need from the real parts: `stop_apiserver`/`start_apiserver` (an outage, same
 port, same data) and `compact` (etcd forgets old revisions, so a watch from an old

@@ -1,4 +1,6 @@
-"""A fault-injecting HTTPS proxy in front of the test kube-apiserver (reliability.md C2, C3, C5).
+"""A fault-injecting HTTPS proxy in front of the test kube-apiserver.
+
+It produces the faults of docs/reliability.md rows C2, C3, C5.
 
 The real API server answers 429, 500 or nothing at all only when it is in trouble, never on a
 test's cue. `FaultProxy` sits between an agent and a `ControlPlane`: it serves TLS on 127.0.0.1

@@ -1,7 +1,7 @@
 """The kernel lab: a sched_ext kernel in QEMU, running jobs on the host's own files.
 
-DESIGN §7 puts the real kernel, the real `scx_layered`, real cgroups and workloads in the
-kernel-lab test tier, started by the project's own tooling. This package is that tooling:
+The kernel-lab test tier (docs/testing.md#test-tiers) runs the real kernel, the real `scx_layered`,
+real cgroups and workloads, started by the project's own tooling. This package is that tooling:
 
     provision.py   host packages (apt), the Debian mirror from apt's configuration, and a
                    cached sched_ext kernel: vmlinux, config, 9p modules, initramfs
@@ -44,7 +44,8 @@ directories were kept beside it):
   the lab's cache lives under ~/.cache and not /tmp.
 - The host has no `cpio` tool: busybox's applet (busybox-static, which is also the guest's
   shell) writes the initramfs. QEMU and busybox-static come from apt.
-- virtme-ng does the same job but, in the check made for DESIGN §7, fell back to the console for
-  script I/O and reported exit status 255 for a script that succeeded; here the output and exit
-  status travel over a virtio serial port of our own (`lab.result`); docs/adr/0004.
+- virtme-ng does the same job but, in our check on this machine (docs/testing.md#the-kernel-lab),
+  fell back to the console for script I/O and reported exit status 255 for a script that succeeded;
+  here the output and exit status travel over a virtio serial port of our own (`lab.result`);
+  docs/adr/0004.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,3 +67,12 @@ def stop_agent(
 def enforcing() -> bool:
     """The kernel runs a layered scheduler (ours, in the lab)."""
     return read_sched_ext(Path("/")).is_ours()
+
+
+def keep_logs(work: Path, out: Path) -> None:
+    """Copy the job's logs (work/*.log: the agent's, scx_layered's) beside its --out file, into
+    the share the host keeps with the run, so a failed run still has its evidence."""
+    logs = out.parent / "logs"
+    logs.mkdir(exist_ok=True)
+    for log in work.glob("*.log"):
+        shutil.copyfile(log, logs / log.name)

@@ -2,14 +2,14 @@
 
     python -m temper.lab.cpulimit --scx-layered PATH --out FILE [--repeats N] [--duration-s S]
 
-kubelet turns a container's CPU limit into `cpu.max` (CFS bandwidth control). scx_layered does
-not implement bandwidth control, so on a node it enforces a limit is not a ceiling any more
-(reference/scx_layered.md). This measures by how much: a Burstable pod `capped` (request 250m,
-limit 500m, tier normal by its QoS class) runs 2 CPU-bound processes per vCPU, beside an idle
-critical pod (so the agent has a tier to enforce). Phases alternate, `stock` (no scheduler
-loaded) and `temper` (temper-agent enforcing), `--repeats` times each; per phase it reads the
-pod cgroup's `cpu.stat` before and after: CPUs used (usage_usec over wall time), and how often
-and how long CFS throttled it.
+kubelet turns a container's CPU limit into `cpu.max` (CFS bandwidth control). scx_layered does not
+implement bandwidth control, so on a node it enforces a limit is not a ceiling any more
+(docs/scx-layered.md#cpu-limits-are-not-enforced). This measures by how much: a Burstable pod
+`capped` (request 250m, limit 500m, tier normal by its QoS class) runs 2 CPU-bound processes per
+vCPU, beside an idle critical pod (so the agent has a tier to enforce). Phases alternate, `stock`
+(no scheduler loaded) and `temper` (temper-agent enforcing), `--repeats` times each; per phase it
+reads the pod cgroup's `cpu.stat` before and after: CPUs used (usage_usec over wall time), and how
+often and how long CFS throttled it.
 
 Writes JSON to `--out`: per phase and pooled per scenario.
 """

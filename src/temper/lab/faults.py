@@ -3,7 +3,7 @@
     python -m temper.lab.faults --scx-layered PATH --out FILE
 
 With temper-agent enforcing a simulated node (a critical pod, and low and background pods
-running 2 CPU-bound processes per vCPU), rows of reference/reliability.md:
+running 2 CPU-bound processes per vCPU), rows of docs/reliability.md:
 
 - A15, a large wall-clock jump: CLOCK_REALTIME moved an hour ahead and back. The agent and
   scx_layered time themselves on monotonic clocks: the same scheduler instance (`enable_seq`)

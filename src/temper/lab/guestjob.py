@@ -26,6 +26,11 @@ from temper.lab.vm import qemu_version, run_in_guest
 REPO = Path(__file__).resolve().parents[3]
 CPUS, CORES, THREADS = 2, 2, 1
 MEMORY_MB = 2048
+# A guest that measures latency spins when idle instead of halting: under TCG, waking a halted
+# vCPU thread costs the host hundreds of microseconds and swings from round to round
+# (bench/reports/lab-costs.md), noise the scheduler under test did not cause. Hardware's idle
+# exits cost microseconds. Each spinning vCPU holds its own host core.
+MEASURE_KERNEL_ARGS = ("idle=poll",)
 
 
 def pinned_scx_layered() -> Path:
@@ -56,11 +61,14 @@ def run_module(
     module: str,
     arguments: list[str],
     timeout_s: float,
+    *,
     memory_mb: int = MEMORY_MB,
     accel: Accel | None = None,
+    kernel_args: tuple[str, ...] = (),
 ) -> GuestJob:
     """Run `python -m module ARGUMENTS --out FILE` in the guest; progress goes to stderr.
-    `accel` overrides how QEMU runs it (default: the provisioned lab QEMU's)."""
+    `accel` overrides how QEMU runs it (default: the provisioned lab QEMU's); `kernel_args` go
+    on the guest kernel's command line (`MEASURE_KERNEL_ARGS` for a latency measurement)."""
     kernel = provision_kernel(lambda line: print(f"lab: {line}", file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="temper-guestjob") as tmp:
         shared = Path(tmp)
@@ -77,13 +85,15 @@ def run_module(
             timeout_s=timeout_s,
             shares=[(REPO, False), (shared, True)],
             accel=accel,
+            kernel_args=kernel_args,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
-        print(result.output, file=sys.stderr)
         report = json.loads(out.read_text()) if out.is_file() else {}
         kept = None
-        if out.is_file() and result.run_dir is not None:
-            kept = result.run_dir / "guest.json"  # the raw figures outlive a failed report
-            shutil.copyfile(out, kept)
+        if result.run_dir is not None:  # the raw figures and logs outlive a failed report
+            shutil.copytree(shared, result.run_dir, dirs_exist_ok=True)
+            kept = result.run_dir / "guest.json" if out.is_file() else None
+            print(f"lab: the guest's logs and raw figures: {result.run_dir}", file=sys.stderr)
     host = result.host
     accel = accel or kernel.accel
     vm = {
@@ -93,12 +103,14 @@ def run_module(
         "memory_mb": memory_mb,
         "accel": accel.qemu_accel,
         "cpu_model": accel.cpu,
+        "kernel_args": list(kernel_args),
         "qemu": qemu_version(accel),
         "vcpu_pins": host.vcpu_pins if host else {},
         "host_cpus": os.cpu_count(),
         "host_busy_cpus": host.busy_cpus if host else None,
         "host_qemu_cpus": host.qemu_cpus if host else None,
         "host_other_cpus": host.other_cpus if host else None,
+        "host_steal_cpus": host.steal_cpus if host else None,
     }
     return GuestJob(report, kernel.release, result.returncode, result.wall_s, vm, kept)
 
@@ -110,6 +122,34 @@ def tcg_mode(vm: dict[str, Any]) -> str:
     if accel == "tcg,thread=multi":
         return f"multi-threaded TCG (`{accel}`, each vCPU on its own host thread; {vm.get('qemu')})"
     return f"single-threaded TCG (`{accel}`, both vCPUs on one host thread)"
+
+
+LAB_DOC = REPO / "docs" / "lab.md"
+
+
+def doc_block(name: str, doc: Path = LAB_DOC) -> str | None:
+    """The text between `<!-- NAME: ... -->` and `<!-- /NAME -->` in `doc`, or None."""
+    text = doc.read_text(encoding="utf-8")
+    begin = text.find(f"<!-- {name}: ")
+    end = text.find(f"<!-- /{name} -->")
+    if begin < 0 or end < begin:
+        return None
+    return text[text.index("-->", begin) + 3 : end].strip("\n")
+
+
+def write_doc_block(name: str, command: str, body: str, doc: Path = LAB_DOC) -> None:
+    """Put `body` between the block's markers in `doc` (appended when absent); `command` is how
+    the block is regenerated, named in its opening marker. Figures quoted in prose come from a
+    report this way, and a test compares the block with the report."""
+    text = doc.read_text(encoding="utf-8")
+    block = f"<!-- {name}: {command} -->\n{body}\n<!-- /{name} -->"
+    begin = text.find(f"<!-- {name}: ")
+    end = text.find(f"<!-- /{name} -->")
+    if begin < 0 or end < begin:
+        text = f"{text.rstrip()}\n\n{block}\n"
+    else:
+        text = text[:begin] + block + text[end + len(f"<!-- /{name} -->") :]
+    doc.write_text(text, encoding="utf-8")
 
 
 def write_report(out: Path, stem: str, report: dict[str, Any], markdown: str) -> Path:

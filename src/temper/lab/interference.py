@@ -65,8 +65,8 @@ from typing import Any
 from temper.host.errors import HostError
 from temper.host.machine import read_machine_shape
 from temper.host.sched_ext import SchedExtStatus, SchedState, read_sched_ext
-from temper.host.scxstats import STATS_SOCKET, read_layer_stats
-from temper.lab.agentrun import AGENT_LOG, enforcing, start_agent, stop_agent
+from temper.host.scxstats import STATS_SOCKET, parse_cpu_mask, request_stats
+from temper.lab.agentrun import AGENT_LOG, enforcing, keep_logs, start_agent, stop_agent
 from temper.lab.lcworkload import CGROUP_ROOT, PROFILES, LcProfile, busy
 from temper.lab.measure import dmesg_sched_ext, idle_util, latency_figures, read_cpu_times
 from temper.lab.node import RunningPod, SimulatedNode
@@ -84,6 +84,14 @@ WARMUP_S = 2.0  # after a scenario's switch, before measuring
 ATTACH_TIMEOUT_S = 240.0
 HOLD_S = 40.0  # how long after the batch starts scx_layered must stay attached (watchdog: 30 s)
 STATS_SOCKET_PATH = ROOT / STATS_SOCKET
+# scx_layered's stats at a temper phase's end (scx_layered's stats.rs; most are fractions of the
+# layer's scheduling events in the last stats interval): who was queued, preempted, kept, lent.
+LAYER_COUNTERS = (
+    "tasks", "util", "cur_nr_cpus", "slice_us", "total", "sel_local", "enq_wakeup", "enq_expire",
+    "min_exec", "open_idle", "preempt", "preempt_fail", "excl_collision", "excl_preempt", "keep",
+    "keep_fail_busy", "affn_viol", "migration", "xlayer_wake", "util_protected_frac",
+)  # fmt: skip
+SCHEDULER_COUNTERS = ("busy", "util", "antistall", "skip_preempt", "excl_idle", "excl_wakeup")
 
 
 PODS: tuple[LabPod, ...] = (
@@ -330,18 +338,18 @@ class Bench:
         """Layer stats at the phases' end; whether scx_layered held through them and HOLD_S."""
         checks: dict[str, Any] = {}
         try:
-            layers = read_layer_stats(ROOT)
+            stats = request_stats(STATS_SOCKET_PATH, 5.0)
             checks["layers_at_end"] = {
                 layer: {
-                    "tasks": s.tasks,
-                    "util": s.util,
-                    "cur_nr_cpus": s.cur_nr_cpus,
-                    "cpus": list(s.cpus),
+                    **{k: s[k] for k in LAYER_COUNTERS if k in s},
+                    "cpus": list(parse_cpu_mask(s.get("cpus", []))),
                 }
-                for layer, s in layers.items()
+                for layer, s in stats.get("layers", {}).items()
             }
-            if "critical" in layers and layers["critical"].cpus:
-                self.critical_cpus = layers["critical"].cpus
+            checks["scheduler_at_end"] = {k: stats[k] for k in SCHEDULER_COUNTERS if k in stats}
+            critical = checks["layers_at_end"].get("critical", {})
+            if critical.get("cpus"):
+                self.critical_cpus = tuple(critical["cpus"])
         except HostError as exc:
             checks["layers_at_end_error"] = str(exc)
         after = read_sched_ext(ROOT)
@@ -455,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.run()
     finally:
         args.out.write_text(json.dumps(bench.report()) + "\n")
+        keep_logs(WORK, args.out)
     expected = args.repeats * len(bench.scenarios) * len(PROFILES)
     return 0 if len(bench.runs) == expected else 1
 

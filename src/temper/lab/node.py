@@ -1,7 +1,7 @@
 """A simulated Kubernetes node: kubelet's cgroup tree with real processes, for the kernel lab.
 
 scx_layered places tasks by cgroup path and by comm. To see what it would do on a real node, the
-lab (a sched_ext kernel in QEMU, DESIGN.md section 7) needs the tree kubelet builds, with
+lab (a sched_ext kernel in QEMU, docs/testing.md#the-kernel-lab) needs the tree kubelet builds, with
 processes and named threads in the containers' cgroups. `SimulatedNode` builds it, systemd driver:
 
     kubepods.slice/                              cpu.weight from the node's allocatable CPU

@@ -13,7 +13,7 @@ report, not what the agent believes:
 - `replacement`: a pod promoted to another tier makes the agent replace scx_layered (the new
   instance loads beside the old one), with the node on the stock scheduler under 10 s (a stop
   and start costs the whole 18-35 s load under TCG);
-- the faults a VM can produce (reference/reliability.md): child death (SIGKILL of
+- the faults a VM can produce (docs/reliability.md): child death (SIGKILL of
   scx_layered; the agent restarts it within budget), A6 SysRq-S (back on stock, no restart
   during the cool-down), B4 SIGTERM of the agent (exit 0, stock scheduler), A8 a foreign
   scheduler (never fought).

@@ -42,7 +42,7 @@ from temper.lab.archive import KernelCandidate
 from temper.lab.errors import LabError
 from temper.lab.qemu import SINGLE_THREADED, Accel, provision_qemu
 
-SUITES = ("trixie-backports", "sid")  # where Debian's 7.x generic kernels live (DESIGN §7)
+SUITES = ("trixie-backports", "sid")  # Debian's 7.x generic kernels: docs/testing.md#the-kernel-lab
 PIN_ENV = "TEMPER_LAB_KERNEL"  # a release string, e.g. 7.3.4+deb13-amd64
 HOST_PACKAGES = ("qemu-system-x86", "busybox-static", "zstd", "xz-utils")
 APT_DIR = Path("/etc/apt")

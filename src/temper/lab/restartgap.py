@@ -40,6 +40,7 @@ from temper.lab.agentrun import (
     AGENT_LOG,
     LAB_START_TIMEOUT_S,
     enforcing,
+    keep_logs,
     start_agent,
     stop_agent,
 )
@@ -149,6 +150,17 @@ def _tid(pid: int, comm: str) -> int:
         if (task / "comm").read_text().strip() == comm:
             return int(task.name)
     raise RuntimeError(f"no thread {comm!r} in process {pid}")
+
+
+def _write_result(result: dict[str, Any], sampler: Sampler, out: Path) -> None:
+    """The figures so far, the sampler's own quality, the agent's log tail; the logs kept."""
+    result["samples"] = sampler.samples
+    result["longest_sample_interval_ms"] = round(sampler.longest_interval_ms, 1)
+    log = WORK / AGENT_LOG
+    result["agent_log_tail"] = log.read_text(errors="replace")[-8000:] if log.exists() else ""
+    out.write_text(json.dumps(result, indent=2))
+    keep_logs(WORK, out)
+    _log(f"wrote {out}")
 
 
 def _log(text: str) -> None:
@@ -287,14 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             sampler.stop()
             thread.join()
-            result["samples"] = sampler.samples
-            result["longest_sample_interval_ms"] = round(sampler.longest_interval_ms, 1)
-            log = WORK / AGENT_LOG
-            result["agent_log_tail"] = (
-                log.read_text(errors="replace")[-8000:] if log.exists() else ""
-            )
-            args.out.write_text(json.dumps(result, indent=2))
-            _log(f"wrote {args.out}")
+            _write_result(result, sampler, args.out)
     return 1 if "error" in result else 0
 
 

@@ -21,7 +21,8 @@ The QEMU command line, with the reasons:
 - `-kernel vmlinux` (an ELF, booted through PVH) with `-bios qboot.rom`: skips SeaBIOS and the
   bzImage decompressor; a boot to the job is about 5-8 s. Without qboot, QEMU's default BIOS
   is used (slower, same result).
-- `-smp cpus,cores=C,threads=T`: an SMT topology, so whole-core logic can be tested (DESIGN §7).
+- `-smp cpus,cores=C,threads=T`: an SMT topology, so whole-core logic can be tested
+  (docs/testing.md#the-kernel-lab).
 - The job's output and exit status come through a virtio serial port, not the console: the
   console carries kernel messages, and a tool that scraped it (virtme-ng) lost the exit status.
 
@@ -39,10 +40,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from temper.host.scheduler import die_with_parent
 from temper.lab.errors import LabError
 from temper.lab.provision import LabKernel, lab_cache
 from temper.lab.qemu import Accel
@@ -78,10 +81,11 @@ class HostLoad:
     busy_cpus: float  # mean host CPUs busy (from /proc/stat), QEMU included
     qemu_cpus: float  # mean host CPUs QEMU used (its rusage)
     vcpu_pins: dict[int, int]  # vCPU -> the host CPU its thread was pinned to ({}: none)
+    steal_cpus: float = 0.0  # mean host CPUs the hypervisor took (part of busy_cpus)
 
     @property
     def other_cpus(self) -> float:
-        """What else ran on the host: the noise beside the guest."""
+        """What else ran on the host or took its CPUs: the noise beside the guest."""
         return round(max(self.busy_cpus - self.qemu_cpus, 0.0), 2)
 
 
@@ -115,10 +119,12 @@ def run_in_guest(
     shares: Sequence[tuple[Path, bool]] = (),
     kernel_args: Sequence[str] = (),
     accel: Accel | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> GuestResult:
     """Boot a guest, run `script` (shell, as root, chrooted into the host root, cwd /), return.
 
-    `kernel_args` go on the guest kernel's command line (e.g. `isolcpus=1`).
+    `kernel_args` go on the guest kernel's command line (e.g. `isolcpus=1`). `progress` gets
+    each line of the job's output as it arrives (the result has all of it anyway).
     `shares` are host directories (path, writable) mounted at the same path in the guest, after
     its tmpfs mounts over /tmp, /run and /var/tmp. Raises `LabError` when QEMU runs past
     `timeout_s` (it is killed) or the guest never reports an exit status; both carry the console's
@@ -141,14 +147,16 @@ def run_in_guest(
         kernel_args=kernel_args,
         accel=accel,
     )
-    start, host_0, qemu_0 = time.monotonic(), _host_busy_s(), _children_cpu_s()
+    start, (busy_0, steal_0), qemu_0 = time.monotonic(), _host_cpu_s(), _children_cpu_s()
     pin = cpus if (accel or kernel.accel).tcg_threads == "multi" else 0
-    qemu_rc, pins = _run_qemu(command, run_dir, timeout_s, pin)
+    qemu_rc, pins = _run_qemu(command, run_dir, timeout_s, pin, progress)
     wall_s = time.monotonic() - start
+    busy_1, steal_1 = _host_cpu_s()
     host = HostLoad(
-        round((_host_busy_s() - host_0) / wall_s, 2),
+        round((busy_1 - busy_0) / wall_s, 2),
         round((_children_cpu_s() - qemu_0) / wall_s, 2),
         pins,
+        round((steal_1 - steal_0) / wall_s, 2),
     )
     report = parse_result_port((run_dir / "result").read_bytes())
     if report.fatal is not None:
@@ -256,23 +264,37 @@ def _ninep(tag: str, path: Path, *, writable: bool) -> list[str]:
 
 
 def _run_qemu(
-    command: list[str], run_dir: Path, timeout_s: float, vcpus: int
+    command: list[str],
+    run_dir: Path,
+    timeout_s: float,
+    vcpus: int,
+    progress: Callable[[str], None] | None,
 ) -> tuple[int, dict[int, int]]:
     """Run QEMU to its exit; its status and the vCPU pins (`pin_vcpus`, when `vcpus` > 0).
-    Past `timeout_s` QEMU is killed and LabError raised."""
+    Each whole line the job writes goes to `progress` as it arrives. Past `timeout_s` QEMU is
+    killed and LabError raised."""
     if shutil.which(command[0]) is None:
         raise LabError(f"{command[0]} not found: run `python -m temper.lab provision` first")
-    (run_dir / "result").write_bytes(b"")
+    result = run_dir / "result"
+    result.write_bytes(b"")
     returncode: int | None = None
     pins: dict[int, int] = {}
-    with (run_dir / "qemu.log").open("wb") as log:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    deadline = time.monotonic() + timeout_s
+    with (run_dir / "qemu.log").open("wb") as log, result.open("rb") as job_output:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (a killed benchmark leaves no guest behind)
+        )
         try:
             if vcpus:
                 pins = pin_vcpus(proc.pid, vcpus)
-            returncode = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
+            while returncode is None and time.monotonic() < deadline:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    returncode = proc.wait(timeout=min(1.0, max(deadline - time.monotonic(), 0)))
+                _forward_lines(job_output, progress)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -280,6 +302,19 @@ def _run_qemu(
     if returncode is None:
         raise _guest_error(f"the guest did not finish within {timeout_s:g} s; QEMU killed", run_dir)
     return returncode, pins
+
+
+def _forward_lines(job_output: BinaryIO, progress: Callable[[str], None] | None) -> None:
+    """Hand the job's whole new lines to `progress`; a partial line waits for its end."""
+    if progress is None:
+        return
+    while line := job_output.readline():
+        if not line.endswith(b"\n"):
+            job_output.seek(-len(line), os.SEEK_CUR)
+            return
+        text = line.decode("utf-8", errors="replace").rstrip("\n")
+        if text and not text.startswith("__LAB_"):
+            progress(text)
 
 
 def pin_vcpus(pid: int, vcpus: int, timeout_s: float = 10.0) -> dict[int, int]:
@@ -336,10 +371,12 @@ def qemu_version(accel: Accel) -> str:
     return done.stdout.splitlines()[0].strip() if done.stdout else "unknown"
 
 
-def _host_busy_s() -> float:
-    """Seconds of CPU time the host's CPUs have been busy since boot (all CPUs together)."""
+def _host_cpu_s() -> tuple[float, float]:
+    """Seconds the host's CPUs have been busy since boot (all CPUs together, steal included),
+    and of that, stolen by the hypervisor: the host is itself a VM sharing its cores."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - fields[3] - fields[4]) / tick, fields[7] / tick
 
 
 def _children_cpu_s() -> float:

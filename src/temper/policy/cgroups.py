@@ -1,7 +1,7 @@
 """Where kubelet puts a pod's cgroup, for both cgroup drivers.
 
 scx_layered matches tasks by their cgroup-v2 path, relative to the root, with no leading and a
-trailing `/` (DESIGN.md section 4). Kubelet lays pods out as:
+trailing `/` (docs/scx-layered.md#cgroup-paths). Kubelet lays pods out as:
 
     systemd:  kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid>.slice/<rt>-<id>.scope/
     cgroupfs: kubepods/<qos>/pod<uid>/<id>/

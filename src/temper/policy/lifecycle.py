@@ -5,16 +5,17 @@ Problem
 A BPF scheduler that misbehaves costs a node its latency or, in the worst case, stalls threads
 until the kernel's watchdog throws it out. The stock scheduler is always safe. So the agent must
 load `scx_layered` only when everything says yes, stop it the moment anything says no, never
-fight another scheduler, and never turn a failure into a restart storm (DESIGN.md section 5;
-reference/reliability.md rows A1-A15, B1-B8).
+fight another scheduler, and never turn a failure into a restart storm
+(docs/reliability.md#the-scheduler-lifecycle; docs/reliability.md rows A1-A15, B1-B8).
 
 Approach
 --------
 `Lifecycle.step` is a pure function of what the agent observed (the kernel gate, the kill
 switch, `/sys/kernel/sched_ext`, our child process, the config it wants) and of a small memory
 (recent failures, a SysRq cool-down). It returns the node's mode, the reason in one sentence,
-and at most one action for the driver (`temper.agent.supervisor`) to carry out: START a config
-or STOP the running one. Checks run in priority order and the first that applies decides:
+and at most one action for the driver (`temper.agent.supervisor`) to carry out: START a config,
+REPLACE the running one (the new scheduler loads while ours runs, and takes over once ready), or
+STOP the running one. Checks run in priority order and the first that applies decides:
 
 1. the kernel gate failed          -> REFUSED, stop anything of ours
 2. another scheduler is loaded     -> FOREIGN, touch nothing
@@ -24,16 +25,17 @@ or STOP the running one. Checks run in priority order and the first that applies
 6. restart budget spent            -> PARKED, stop, until failures age out of the window
 7. the new config is invalid       -> keep what runs (ENFORCING) or stay STOCK
 8. nothing to enforce              -> STOCK, stop
-9. ours is loaded                  -> ENFORCING; STOP only if the running config would
-                                      misplace a pod (never for identical bytes)
+9. ours is loaded                  -> ENFORCING; REPLACE only if the running config would
+                                      misplace a pod (never for identical bytes), or on an
+                                      operator's reload
 10. our child runs, detached        -> wait `reattach_grace_s` (CPU hotplug re-attaches in
                                       process; SysRq-S makes it exit), then STOP as a failure
 11. otherwise                      -> START the wanted config
 
 Invariants (tests/unit/test_lifecycle.py)
 ----------
-- Never START while the gate fails, the kill switch is not known off, a foreign scheduler is
-  loaded, the kernel is mid-transition, the budget is spent or a cool-down runs.
+- Never START or REPLACE while the gate fails, the kill switch is not known off, a foreign
+  scheduler is loaded, the kernel is mid-transition, the budget is spent or a cool-down runs.
 - Never STOP a scheduler that is not ours.
 - At most `max_failures` STARTs fail within any `failure_window_s`.
 - The kernel's state decides, never the agent's memory of what it did.
@@ -124,9 +126,10 @@ class LifecycleSettings:
     failure_window_s: float = 300.0
     # SysRq-S is an operator's "off": honour it for a while before loading again.
     sysrq_cooldown_s: float = 600.0
-    # After CPU hotplug the kernel detaches scx_layered, which re-attaches within its own
-    # process (reference/scx_layered.md 2.4); a SysRq-S makes it exit. Either way the child
-    # settles quickly; one still detached after this is hung and is stopped as a failure.
+    # After CPU hotplug the kernel detaches scx_layered, which re-attaches within its own process
+    # (docs/scx-layered.md#stopping-exit-codes-and-exit-reasons); a SysRq-S makes it exit. Either
+    # way the child settles quickly; one still detached after this is hung and is stopped as a
+    # failure.
     reattach_grace_s: float = 60.0
 
 
@@ -249,7 +252,8 @@ class Lifecycle:
         self.last_failure = self.exit_note = reason
 
 
-# The kernel's exit reasons as scx_layered prints them (reference/scx_layered.md 4.2, 2.4).
+# The kernel's exit reasons as scx_layered prints them
+# (docs/scx-layered.md#stopping-exit-codes-and-exit-reasons).
 _EXIT_REASONS = (
     ("runnable task stall", "stall"),
     ("scx_bpf_error", "bpf_error"),

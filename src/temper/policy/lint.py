@@ -2,8 +2,8 @@
 
 Problem
 -------
-An operator needs to know, before and after enforcement, whether work runs where its tier
-says, and if not, why and what to change. No peer answers that (reference/peers.md section 4).
+An operator needs to know, before and after enforcement, whether work runs where its tier says, and
+if not, why and what to change. No peer answers that (docs/observe.md#the-placement-linter).
 
 Approach
 --------

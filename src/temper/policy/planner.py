@@ -343,8 +343,8 @@ def misplaced(layers: Sequence[LayerSpec], placements: Iterable[Placement]) -> l
 
 def needs_enforcement(plan: Plan) -> bool:
     """Whether any pod asked for Temper: an operator's assignment, a temper-* PriorityClass or
-    the critical tier. Until one does, the node stays on the stock scheduler (DESIGN.md
-    section 3: adoption is observation-first)."""
+    the critical tier. Until one does, the node stays on the stock scheduler
+    (docs/observe.md#observation-first)."""
     return any(
         p.source is TierSource.OPERATOR
         or (p.pod.priority_class or "").startswith("temper-")

@@ -3,7 +3,8 @@
 The planner needs little of a pod: who it is, where its cgroup lives, its QoS class, its
 priority, and its CPU requests and limits. `parse_pod_list` turns a PodList (as
 `kubectl get pods -o json` prints it) into `Pod` values and reports malformed objects with their
-position and field, so one bad pod never surfaces as a traceback.
+position and field, so one bad pod never surfaces as a traceback. A `PodSnapshot` is what a pod
+source (`temper.host.podsource`, `temper.kube.podwatch`) yields: its pods, and what it left out.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ class Pod:
     @property
     def finished(self) -> bool:
         return self.phase in FINISHED_PHASES
+
+
+@dataclass(frozen=True)
+class PodSnapshot:
+    """A pod source's pods at one moment (a pod directory's, or the API server's for this
+    node), and what was wrong with it."""
+
+    pods: tuple[Pod, ...]  # every pod that parsed, in the source's order
+    errors: tuple[str, ...]  # one line per pod or file left out, naming it
+    fingerprint: str  # changes whenever the source's pods change
 
 
 def parse_pod_list(document: object) -> tuple[Pod, ...]:

@@ -4,8 +4,8 @@ Problem
 -------
 Reading one thread from `/proc` costs ~10 us of CPU in Python even with kept-open files
 (bench/reports/observe-overhead.md), and the whole observation layer must stay near 0.13% of
-one core (reference/perf_anchors.md 4b). A node has thousands of threads. So reads are rationed:
-the threads that matter most are read most often, and the ration is a hard ceiling.
+one core (docs/performance.md#observation-budget). A node has thousands of threads. So reads are
+rationed: the threads that matter most are read most often, and the ration is a hard ceiling.
 
 Approach
 --------

@@ -1,8 +1,9 @@
 """The `scx_layered` config: layer specs, their JSON form, their limits, and first-match placement.
 
-`scx_layered` reads a JSON array of layer specs (scx_layered 1.1.2 `config.rs`). It silently
-ignores fields it does not know, and `--print-and-exit` stops before its own limit checks
-(DESIGN.md section 4), so this module is where Temper holds its output to the scheduler's rules:
+`scx_layered` reads a JSON array of layer specs (scx_layered 1.1.2 `config.rs`). It silently ignores
+fields it does not know, and `--print-and-exit` stops before its own limit checks
+(docs/scx-layered.md#the-config-file), so this module is where Temper holds its output to the
+scheduler's rules:
 
 - at most 16 layers (`MAX_LAYERS`), the last one a catch-all whose matches are exactly `[[]]`;
 - at most 32 OR blocks per layer (`MAX_LAYER_MATCH_ORS`) and 16 `CgroupRegex` rules in all;

@@ -65,7 +65,7 @@ class TierSource(enum.Enum):
 #
 # System priority classes (system-node-critical, system-cluster-critical: >= 1e9) carry node
 # plumbing (kube-proxy, CNI agents, Temper itself). It must run promptly but must not cost whole
-# exclusive cores, so it lands in HIGH, not CRITICAL (DESIGN.md section 3).
+# exclusive cores, so it lands in HIGH, not CRITICAL (docs/planning.md#how-a-pod-gets-its-tier).
 SYSTEM_PRIORITY = 1_000_000_000
 # The remaining bands sit between the recommended PriorityClass values below, so each
 # temper-* class lands in its own tier with room for a cluster's own classes around it.

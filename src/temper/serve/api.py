@@ -7,11 +7,11 @@ Every call goes the same way:
    PERMISSION_DENIED naming who is allowed, and the refusal is audited;
 2. the request is checked before anything happens, each problem naming its field
    (INVALID_ARGUMENT); proto3 enums are open, so unknown numbers are caught here too;
-3. the agent acts through `Control` (the composition root implements it); its refusals carry
-   their kind (`Refused`), mapped to one gRPC status each;
+3. the agent acts through `Control` (`temper.agent.control.NodeControl` implements it); its
+   refusals carry their kind (`CallRefused`), mapped to one gRPC status each;
 4. a call that changes the node is audited with its outcome, whatever it was.
 
-Bounds (reference/reliability.md F5): requests over 64 KiB are refused by gRPC itself
+Bounds (docs/reliability.md row F5): requests over 64 KiB are refused by gRPC itself
 (RESOURCE_EXHAUSTED); at most `max_concurrent_rpcs` calls run at once and the rest are refused
 the same way; concurrent reloads are coalesced by the agent (`temper.agent.control`).
 """
@@ -63,7 +63,10 @@ class Refusal(enum.Enum):
     PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class Refused(Exception):
+class CallRefused(Exception):
+    """The agent declines this call (`kind` says why); the caller hears it as one gRPC status.
+    Not `temper.api.errors.Refused`, which is how a client hears FAILED_PRECONDITION."""
+
     def __init__(self, kind: Refusal, message: str) -> None:
         super().__init__(message)
         self.kind = kind
@@ -216,7 +219,7 @@ class AgentService(pb_grpc.AgentServicer):
             result = await act()
         except (InputError, TraceRequestError) as exc:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-        except Refused as exc:
+        except CallRefused as exc:
             code, message = exc.kind.value, str(exc)
         except Exception:
             log.exception("API call %s failed", method)

@@ -5,7 +5,7 @@ The agent serves a handful of fixed paths (`/livez`, `/readyz`, `/metrics`, `/ob
 is small on purpose: it reads the request line and headers, calls a route, writes the answer
 and closes the connection. No web framework is imported (reference: the agent's memory target).
 
-Under a scrape storm (reference/reliability.md F8) it stays bounded: a client gets 5 s to send
+Under a scrape storm (docs/reliability.md row F8) it stays bounded: a client gets 5 s to send
 its request; at most `max_clients` requests are answered at once and the rest get 503 at once
 (after their request is read, so the client sees the answer rather than a reset); a route only
 reads a snapshot, and renders it once per snapshot (see `Cached`). A route that raises is
