@@ -197,7 +197,14 @@ def enforcement(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-SHOWN_COUNTERS = ("preempt", "preempt_fail", "excl_preempt", "keep_fail_busy", "enq_expire")
+SHOWN_COUNTERS = (
+    "total",
+    "preempt",
+    "preempt_fail",
+    "excl_preempt",
+    "keep_fail_busy",
+    "enq_expire",
+)
 
 
 def layer_counters(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -375,6 +382,16 @@ def _counters_section(report: dict[str, Any]) -> list[str]:
     counters = report.get("layer_counters") or {}
     if not counters:
         return []
+    if not any(layers.get("critical", {}).get("total") for layers in counters.values()):
+        return [
+            "",
+            "## scx_layered's counters",
+            "",
+            "No critical-layer event was counted: this run read the counters on a new connection "
+            "to the stats socket, whose rates cover only the time since that connection's "
+            "previous request, so the interval held little more than the read itself. Runs "
+            "after 2026-12-03 hold one connection over each phase.",
+        ]
     lines = [
         "",
         "## scx_layered's counters at each enforced phase's end (median over phases)",

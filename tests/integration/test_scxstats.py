@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from temper.host.errors import HostError
-from temper.host.scxstats import STATS_SOCKET, LayerStats, read_layer_stats
+from temper.host.scxstats import STATS_SOCKET, LayerStats, StatsConnection, read_layer_stats
 
 
 def serve_once(path: Path, answer: bytes) -> threading.Thread:
@@ -65,3 +65,27 @@ def test_an_error_answer_is_a_host_error(tmp_path: Path) -> None:
 def test_no_scheduler_means_no_socket(tmp_path: Path) -> None:
     with pytest.raises(HostError, match="cannot read"):
         read_layer_stats(tmp_path)
+
+
+def test_a_held_connection_asks_again_on_the_same_socket(tmp_path: Path) -> None:
+    path = tmp_path / "stats"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    accepted: list[int] = []
+
+    def run() -> None:  # answers each request with how many this connection has made
+        conn, _ = server.accept()
+        accepted.append(1)
+        with conn:
+            for n in range(2):
+                conn.recv(4096)
+                conn.sendall(json.dumps({"errno": 0, "args": {"resp": {"n": n}}}).encode() + b"\n")
+        server.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    with StatsConnection(path) as conn:
+        assert [conn.request()["n"], conn.request()["n"]] == [0, 1]
+    thread.join(5)
+    assert accepted == [1]  # one connection: the second answer covers the time since the first

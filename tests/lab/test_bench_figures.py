@@ -162,13 +162,17 @@ def test_a_variant_naming_an_unknown_layer_is_refused() -> None:
 def test_layer_counters_are_medians_per_enforced_scenario_and_layer() -> None:
     interference = bench_module("interference")
     runs = [
-        phase("temper", n, layers_at_end={"critical": {"preempt": p, "cpus": [1]}})
+        phase("temper", n, layers_at_end={"critical": {"total": 40, "preempt": p, "cpus": [1]}})
         for n, p in enumerate([0.1, 0.3, 0.2])
     ]
     runs.append(phase("stock", 0))
     counters = interference.layer_counters(runs)
-    assert counters == {"temper": {"critical": {"preempt": 0.2}}}  # lists are not counters
+    assert counters == {"temper": {"critical": {"total": 40.0, "preempt": 0.2}}}  # lists aren't
     assert "| temper | critical |" in "\n".join(
+        interference._counters_section({"layer_counters": counters})
+    )
+    counters["temper"]["critical"]["total"] = 0.0  # an interval that saw no critical event
+    assert "No critical-layer event was counted" in "\n".join(
         interference._counters_section({"layer_counters": counters})
     )
 

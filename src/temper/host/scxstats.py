@@ -58,23 +58,50 @@ def parse_cpu_mask(words: object) -> tuple[int, ...]:
 
 
 def request_stats(path: Path, timeout_s: float) -> dict[str, Any]:
-    """One `stats` request on the socket at `path`; the `resp` object of the answer."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(timeout_s)
-            conn.connect(str(path))
-            conn.sendall(b'{"req":"stats","args":{"target":"top"}}\n')
-            line = _read_line(conn)
-    except OSError as exc:
-        raise HostError(f"{path}: cannot read scx_layered stats: {exc}") from exc
-    try:
-        answer = json.loads(line)
-    except ValueError as exc:
-        raise HostError(f"{path}: malformed stats response") from exc
-    if answer.get("errno", 0) != 0:
-        raise HostError(f"{path}: stats request failed: {answer.get('args')}")
-    resp: dict[str, Any] = answer.get("args", {}).get("resp", {})
-    return resp
+    """One `stats` request on a new connection to the socket at `path`; the `resp` object of the
+    answer. Its rates cover nothing before the connection: hold a `StatsConnection` for them."""
+    with StatsConnection(path, timeout_s) as conn:
+        return conn.request()
+
+
+class StatsConnection:
+    """One connection to the stats socket, held: each `request()` answers with the rates since
+    this connection's previous request."""
+
+    def __init__(self, path: Path, timeout_s: float = 5.0) -> None:
+        self.path = path
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._conn.settimeout(timeout_s)
+            self._conn.connect(str(path))
+        except OSError as exc:
+            self._conn.close()
+            raise HostError(f"{path}: cannot read scx_layered stats: {exc}") from exc
+
+    def __enter__(self) -> StatsConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def request(self) -> dict[str, Any]:
+        """The `resp` object of one `stats` request."""
+        try:
+            self._conn.sendall(b'{"req":"stats","args":{"target":"top"}}\n')
+            line = _read_line(self._conn)
+        except OSError as exc:
+            raise HostError(f"{self.path}: cannot read scx_layered stats: {exc}") from exc
+        try:
+            answer = json.loads(line)
+        except ValueError as exc:
+            raise HostError(f"{self.path}: malformed stats response") from exc
+        if answer.get("errno", 0) != 0:
+            raise HostError(f"{self.path}: stats request failed: {answer.get('args')}")
+        resp: dict[str, Any] = answer.get("args", {}).get("resp", {})
+        return resp
 
 
 def _read_line(conn: socket.socket) -> bytes:

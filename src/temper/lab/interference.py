@@ -65,7 +65,7 @@ from typing import Any
 from temper.host.errors import HostError
 from temper.host.machine import read_machine_shape
 from temper.host.sched_ext import SchedExtStatus, SchedState, read_sched_ext
-from temper.host.scxstats import STATS_SOCKET, parse_cpu_mask, request_stats
+from temper.host.scxstats import STATS_SOCKET, StatsConnection, parse_cpu_mask
 from temper.lab.agentrun import AGENT_LOG, enforcing, keep_logs, start_agent, stop_agent
 from temper.lab.lcworkload import CGROUP_ROOT, PROFILES, LcProfile, busy
 from temper.lab.measure import dmesg_sched_ext, idle_util, latency_figures, read_cpu_times
@@ -317,10 +317,15 @@ class Bench:
             if not attached:
                 raise RuntimeError(f"{name}: scx_layered did not attach in {ATTACH_TIMEOUT_S} s")
             wait(STATS_SOCKET_PATH.exists, 30)
-            self.set_batch(running=True)
-            batch_started = time.monotonic()
-            results = self.measure_profiles(name)
-            checks = self.enforcement_checks(status, batch_started)
+            stats = phase_stats()
+            try:
+                self.set_batch(running=True)
+                batch_started = time.monotonic()
+                results = self.measure_profiles(name)
+                checks = self.enforcement_checks(status, batch_started, stats)
+            finally:
+                if isinstance(stats, StatsConnection):
+                    stats.close()
             for result in results:
                 result.update(checks, attach_s=attach_s)
             return results
@@ -334,11 +339,15 @@ class Bench:
                 tail = (WORK / AGENT_LOG).read_text(errors="replace").splitlines()[-12:]
                 self.facts.setdefault("agent_log_tails", []).append(tail)
 
-    def enforcement_checks(self, status: SchedExtStatus, batch_started: float) -> dict[str, Any]:
-        """Layer stats at the phases' end; whether scx_layered held through them and HOLD_S."""
+    def enforcement_checks(
+        self, status: SchedExtStatus, batch_started: float, phase: StatsConnection | HostError
+    ) -> dict[str, Any]:
+        """Layer stats over the phases; whether scx_layered held through them and HOLD_S."""
         checks: dict[str, Any] = {}
         try:
-            stats = request_stats(STATS_SOCKET_PATH, 5.0)
+            if isinstance(phase, HostError):
+                raise phase
+            stats = phase.request()
             checks["layers_at_end"] = {
                 layer: {
                     **{k: s[k] for k in LAYER_COUNTERS if k in s},
@@ -446,6 +455,21 @@ class Bench:
             "pooled": {key: latency_figures(values) for key, values in self.latencies.items()},
             "runs": self.runs,
         }
+
+
+def phase_stats() -> StatsConnection | HostError:
+    """A connection to scx_layered's stats held over a phase, asked once now: its counters are
+    deltas since the same connection's previous request. The error instead, for the report."""
+    try:
+        stats = StatsConnection(STATS_SOCKET_PATH)
+    except HostError as exc:
+        return exc
+    try:
+        stats.request()
+    except HostError as exc:
+        stats.close()
+        return exc
+    return stats
 
 
 def main(argv: Sequence[str] | None = None) -> int:
