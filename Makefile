@@ -56,8 +56,10 @@ bench: $(STAMP) control-plane
 	$(BIN)/python bench/plan_bench.py
 	$(BIN)/python bench/agent_watch.py
 
-## bench-lab: the lab benchmarks into bench/reports/: interference, restart gap, CPU limit, observation overhead on the host and in the guest (cold ~100 min (estimate), warm ~90 min)
+## bench-lab: the lab benchmarks into bench/reports/: the lab's stability proof and emulator costs, interference, restart gap, CPU limit, observation overhead on the host and in the guest (cold ~165 min (estimate), warm ~155 min)
 bench-lab: $(STAMP) scx-layered
+	$(BIN)/python bench/lab_stability.py
+	$(BIN)/python bench/lab_costs.py
 	$(BIN)/python bench/interference.py
 	$(BIN)/python bench/restart_gap.py
 	$(BIN)/python bench/cpu_limit.py

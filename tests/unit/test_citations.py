@@ -265,8 +265,8 @@ def read_texts(repo_dir: Path, names: Iterable[str]) -> dict[str, str]:
 
 def cited_from(name: str) -> bool:
     """Whether `name` is prose that cites. A report's JSON is data: it holds raw logs (such as
-    scx_layered's own `src/main.rs:LINE` lines) and its prose is rendered into the .md beside
-    it, which is scanned."""
+    scx_layered's own log lines, which name its source files), and its prose is rendered into
+    the .md beside it, which is scanned."""
     return not (name.startswith("bench/reports/") and name.endswith(".json"))
 
 
