@@ -36,7 +36,7 @@ scx-layered:
 control-plane:
 	scripts/install-control-plane
 
-## test: every test tier: unit, integration, scx, control plane, kernel lab (cold ~50 min (estimate), warm ~18 min)
+## test: every test tier: unit, integration, scx, control plane, kernel lab with a short `make demo` (cold ~60 min (estimate), warm ~28 min (estimate))
 test: $(STAMP) scx-layered control-plane
 	$(BIN)/pytest
 
