@@ -41,10 +41,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from temper.kubetest.agentproc import AgentProcess
-from temper.kubetest.controlplane import ControlPlane
-from temper.lab.guestjob import write_doc_block
 from temper.policy.machine import synthetic_shape
+from temper_testing.kubetest.agentproc import AgentProcess
+from temper_testing.kubetest.controlplane import ControlPlane
+from temper_testing.lab.guestjob import write_doc_block
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "bench" / "reports"

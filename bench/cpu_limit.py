@@ -1,7 +1,7 @@
 """CPU limits: what a pod with a CPU limit and more runnable threads than it gets, stock vs Temper.
 
 Boots the lab's sched_ext kernel (2 vCPUs, the lab's TCG mode: docs/lab.md) and runs
-`python -m temper.lab.cpulimit` there (see its docstring).
+`python -m temper_testing.lab.cpulimit` there (see its docstring).
 
     python bench/cpu_limit.py [--repeats N] [--duration-s S] [--scx-layered PATH] [--out DIR]
                               [--render-only]
@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from temper.lab.guestjob import (
+from temper_testing.lab.guestjob import (
     CPUS,
-    REPO,
     pinned_scx_layered,
     run_module,
     tcg_mode,
@@ -32,6 +31,7 @@ from temper.lab.guestjob import (
     write_report,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "bench" / "reports"
 RENDER = "python bench/cpu_limit.py --render-only"
 # The blocks doc_figures() fills, and the docs that hold each (tests/unit/test_doc_figures.py).
@@ -155,7 +155,7 @@ def main() -> int:
     if not scx.is_file():
         parser.error(f"{scx}: no scx_layered there (make scx-layered builds it)")
     job = run_module(
-        "temper.lab.cpulimit",
+        "temper_testing.lab.cpulimit",
         [f"--scx-layered={scx}", f"--repeats={args.repeats}", f"--duration-s={args.duration_s}"],
         timeout_s=600 + 300 * args.repeats,
     )

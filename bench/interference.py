@@ -1,19 +1,18 @@
 """Interference benchmark: the critical pod's tail beside CPU-bound batch, stock vs Temper.
 
 Boots the lab's sched_ext kernel in QEMU (2 vCPUs, no SMT) and runs
-`python -m temper.lab.interference` there (its docstring has the workload and scenarios): two
-latency-critical profiles (`light`: a lone sleeper; `heavy`: four workers, bursts of four) in a
-temper-critical Guaranteed pod, beside temper-low and temper-background batch that wants twice
-the node's CPUs, under five interleaved scenarios: `alone`, `alone_pinned`, `stock`,
-`stock_cpu_idle` and `temper` (temper-agent with the real scx_layered), plus any `--variant`
-experiments.
+`python -m temper_testing.lab.interference` there (its docstring has the workload and scenarios):
+two latency-critical profiles (`light`: a lone sleeper; `heavy`: four workers, bursts of four) in a
+temper-critical Guaranteed pod, beside temper-low and temper-background batch that wants twice the
+node's CPUs, under five interleaved scenarios: `alone`, `alone_pinned`, `stock`, `stock_cpu_idle`
+and `temper` (temper-agent with the real scx_layered), plus any `--variant` experiments.
 
     python bench/interference.py [--repeats N] [--duration-s S] [--variant SPEC]...
                                  [--scx-layered PATH] [--out DIR] [--render-only]
 
 Writes DIR/interference.json (figures, per-repeat ratios, verdicts, caveats) and
 DIR/interference.md, and prints the JSON's path last. Verdicts are medians of per-repeat ratios
-(`temper.lab.verdict`). `--render-only` rewrites the markdown (and the figures block of
+(`temper_testing.lab.verdict`). `--render-only` rewrites the markdown (and the figures block of
 docs/lab.md) from an existing JSON.
 """
 
@@ -29,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from temper.lab.errors import LabError
-from temper.lab.guestjob import (
+from temper_testing.lab.errors import LabError
+from temper_testing.lab.guestjob import (
     MEASURE_KERNEL_ARGS,
     lab_accel,
     pinned_scx_layered,
@@ -38,8 +37,8 @@ from temper.lab.guestjob import (
     write_doc_block,
     write_report,
 )
-from temper.lab.variants import parse_variant
-from temper.lab.verdict import TARGETS, mean_of, profile_verdicts
+from temper_testing.lab.variants import parse_variant
+from temper_testing.lab.verdict import TARGETS, mean_of, profile_verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "bench" / "reports"
@@ -83,7 +82,7 @@ def main() -> int:
     if not args.scx_layered.is_file():
         parser.error(f"{args.scx_layered}: no scx_layered there (make scx-layered builds it)")
     job = run_module(
-        "temper.lab.interference",
+        "temper_testing.lab.interference",
         [
             f"--scx-layered={args.scx_layered}",
             f"--repeats={args.repeats}",
@@ -284,7 +283,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{vm['host_other_cpus']} CPUs busy with other work on average during the run.",
         f"- Scheduler in `temper`: `{report['scheduler_ops']}` started by temper-agent from the "
         "pods' manifests (the shipped planner).",
-        "- Simulated node (`temper.lab.node.SimulatedNode`, systemd driver, kubelet weights):",
+        "- Simulated node (`temper_testing.lab.node.SimulatedNode`, systemd driver, "
+        "kubelet weights):",
         "  - `lc`: Guaranteed, 1 CPU, `temper-critical`, running both LC profiles (one driven "
         "at a time), open loop, latency from each request's scheduled send time:",
         *[

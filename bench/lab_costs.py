@@ -1,9 +1,9 @@
 """Lab costs benchmark: what the emulator charges for a context switch and a cross-CPU wake-up.
 
-Runs `python -m temper.lab.costs` (its docstring has the ping-pong and placements) on this host
-and in the lab guest in each of `GUESTS`: the lab's CPU model as functional tests boot it, the
-same as benchmarks boot it (`MEASURE_KERNEL_ARGS`: idle=poll), and `qemu64`, the model an
-earlier probe suspected. Compares the placements' costs.
+Runs `python -m temper_testing.lab.costs` (its docstring has the ping-pong and placements) on this
+host and in the lab guest in each of `GUESTS`: the lab's CPU model as functional tests boot it, the
+same as benchmarks boot it (`MEASURE_KERNEL_ARGS`: idle=poll), and `qemu64`, the model an earlier
+probe suspected. Compares the placements' costs.
 
     python bench/lab_costs.py [--rounds 3] [--trips 2000] [--out DIR]
     python bench/lab_costs.py --render-only    # the .md and docs/lab.md's block from the JSON
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from temper.lab.costs import PLACEMENTS
-from temper.lab.errors import LabError
-from temper.lab.guestjob import (
+from temper_testing.lab.costs import PLACEMENTS
+from temper_testing.lab.errors import LabError
+from temper_testing.lab.guestjob import (
     MEASURE_KERNEL_ARGS,
     lab_accel,
     run_module,
@@ -67,7 +67,7 @@ def main() -> int:
         print(f"lab-costs: in the guest, {name}", file=sys.stderr, flush=True)
         try:
             guest = run_module(
-                "temper.lab.costs",
+                "temper_testing.lab.costs",
                 job,
                 timeout_s=1800,
                 accel=lab_accel(model),
@@ -87,7 +87,7 @@ def main() -> int:
 def on_host(job: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="temper-costs") as tmp:
         out = Path(tmp) / "costs.json"
-        argv = [sys.executable, "-m", "temper.lab.costs", *job, "--out", str(out)]
+        argv = [sys.executable, "-m", "temper_testing.lab.costs", *job, "--out", str(out)]
         subprocess.run(argv, check=True, cwd=REPO, stdout=sys.stderr)
         figures: dict[str, Any] = json.loads(out.read_text())
         return figures
@@ -158,9 +158,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Setup",
         "",
-        "- `python -m temper.lab.costs`: a ping-pong over a UNIX seqpacket socket pair between "
-        "two processes or two threads, each end pinned (`sched_setaffinity`) to the same CPU or "
-        "to CPUs 1 and 0; placements interleaved in each round.",
+        "- `python -m temper_testing.lab.costs`: a ping-pong over a UNIX seqpacket socket pair "
+        "between two processes or two threads, each end pinned (`sched_setaffinity`) to the same "
+        "CPU or to CPUs 1 and 0; placements interleaved in each round.",
         f"- Guest: {vm.get('qemu', '-')}, {vm.get('cpus', '-')} vCPUs, vCPU threads pinned "
         f"{vm.get('vcpu_pins', '-')}; host {vm.get('host_cpus', '-')} cores.",
         "",

@@ -1,7 +1,7 @@
 """The lab's stability proof: many boots, each enabling and disabling scx_layered under load.
 
 Boots the lab guest (the provisioned QEMU, as every lab run: docs/lab.md) `--boots` times; each
-boot runs `python -m temper.lab.stability` (`--cycles` enable/disable cycles of the real
+boot runs `python -m temper_testing.lab.stability` (`--cycles` enable/disable cycles of the real
 scx_layered beside a busy kernel) and reports every kernel log line naming an oops, a BUG, a
 warning or a panic. A guest that dies without reporting is a failure, with its console's
 trouble lines.
@@ -26,16 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from temper.lab.errors import LabError
-from temper.lab.guestjob import (
+from temper_testing.lab.errors import LabError
+from temper_testing.lab.guestjob import (
     lab_accel,
     pinned_scx_layered,
     run_module,
     write_doc_block,
     write_report,
 )
-from temper.lab.qemu import Accel
-from temper.lab.stability import kernel_trouble
+from temper_testing.lab.qemu import Accel
+from temper_testing.lab.stability import kernel_trouble
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "bench" / "reports"
@@ -74,7 +74,10 @@ def main() -> int:
     for n in range(args.boots):
         try:
             job = run_module(
-                "temper.lab.stability", job_args, timeout_s=600 + 300 * args.cycles, accel=accel
+                "temper_testing.lab.stability",
+                job_args,
+                timeout_s=600 + 300 * args.cycles,
+                accel=accel,
             )
         except LabError as exc:
             boots.append({"boot": n, "crashed": True, "kernel_trouble": kernel_trouble(str(exc))})

@@ -3,7 +3,7 @@
     python bench/observe_overhead.py [--where host,lab] [--duration-s 300] [--repeats 1]
                                      [--scx-layered PATH] [--out DIR] [--render-only]
 
-Runs `python -m temper.lab.overhead` (see its docstring: 1,000 threads in 50 pods, the agent
+Runs `python -m temper_testing.lab.overhead` (see its docstring: 1,000 threads in 50 pods, the agent
 with observation on and off, /metrics scraped every 15 s) on this machine's kernel, where the
 agent refuses sched_ext and observes, and in the lab guest (2 vCPUs, TCG), where it enforces.
 Writes DIR/observe-overhead.json and DIR/observe-overhead.md; prints the JSON's path last. The
@@ -25,16 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from temper.agent.observer import ObserveSettings
-from temper.lab.guestjob import (
-    REPO,
+from temper_testing.lab.guestjob import (
     pinned_scx_layered,
     run_module,
     tcg_mode,
     write_doc_block,
     write_report,
 )
-from temper.lab.observe import find_cgroup2_root, host_root_view
+from temper_testing.lab.observe import find_cgroup2_root, host_root_view
 
+REPO = Path(__file__).resolve().parents[1]
 TARGET_PCT = 0.13  # docs/performance.md#observation-budget
 GUEST_MEMORY_MB = 4096  # 100 Python processes (50 containers, 50 sandboxes)
 REPORTS = REPO / "bench" / "reports"
@@ -58,7 +58,7 @@ def run_host(args: argparse.Namespace) -> dict[str, Any]:
             [
                 sys.executable,
                 "-m",
-                "temper.lab.overhead",
+                "temper_testing.lab.overhead",
                 *("--out", str(out), "--work", str(work / "work")),
                 *("--scx-layered", str(args.scx_layered)),
                 *("--host-root", str(host_root_view(work, cgroups))),
@@ -78,7 +78,7 @@ def run_lab(args: argparse.Namespace) -> dict[str, Any]:
         *("--duration-s", str(args.duration_s), "--repeats", str(args.repeats)),
     ]
     timeout = 1200 + 2 * args.repeats * (args.duration_s + 300)
-    job = run_module("temper.lab.overhead", arguments, timeout, memory_mb=GUEST_MEMORY_MB)
+    job = run_module("temper_testing.lab.overhead", arguments, timeout, memory_mb=GUEST_MEMORY_MB)
     if not job.report:
         raise SystemExit(f"observe_overhead: the guest wrote no report (exit {job.returncode})")
     report = dict(job.report)
@@ -148,7 +148,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "- 50 pods in all five tiers (5 critical, 10 high, 15 normal, 10 low, 10 background), 20 "
         "threads each (18 named threads and the main thread of the container process, the "
-        "sandbox's pause); every thread wakes once a second. `python -m temper.lab.overhead`.",
+        "sandbox's pause); every thread wakes once a second. "
+        "`python -m temper_testing.lab.overhead`.",
         f"- Rates (agent defaults): critical threads every {settings['critical_interval_s']:g} s, "
         f"others at least every {settings['other_interval_s']:g} s, at most "
         f"{settings['budget_per_s']:g} reads/s; threads found again every "

@@ -1,8 +1,8 @@
 """Restart gap: how long a config change leaves the node on the stock scheduler.
 
 Boots the lab's sched_ext kernel in QEMU (2 vCPUs, single-threaded TCG) and runs
-`python -m temper.lab.restartgap` there (see its docstring): plain stop-and-start restarts of
-scx_layered first, then `--restarts` replacements by temper-agent on the idle node and as many
+`python -m temper_testing.lab.restartgap` there (see its docstring): plain stop-and-start restarts
+of scx_layered first, then `--restarts` replacements by temper-agent on the idle node and as many
 with CPU-bound batch filling every vCPU, sampling the kernel state and a canary thread every
 millisecond.
 
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from temper.lab.guestjob import (
+from temper_testing.lab.guestjob import (
     CORES,
     CPUS,
     MEMORY_MB,
@@ -39,7 +39,7 @@ from temper.lab.guestjob import (
     write_doc_block,
     write_report,
 )
-from temper.lab.restartgap import figures
+from temper_testing.lab.restartgap import figures
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "bench" / "reports"
@@ -302,7 +302,7 @@ def main() -> int:
     if not scx.is_file():
         parser.error(f"{scx}: no scx_layered there (make scx-layered builds it)")
     job = run_module(
-        "temper.lab.restartgap",
+        "temper_testing.lab.restartgap",
         [f"--scx-layered={scx}", f"--restarts={args.restarts}", f"--baseline={args.baseline}"],
         timeout_s=300 + 150 * (2 * args.restarts + args.baseline),
     )

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 import builders
-from temper.host.fakesys import write_fake_sysfs
 from temper.policy.machine import synthetic_shape
+from temper_testing.host.fakesys import write_fake_sysfs
 
 
 @pytest.fixture(autouse=True, scope="module")

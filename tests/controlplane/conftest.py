@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from temper.kubetest.controlplane import AGENT_USER, ControlPlane, ControlPlaneError
+from temper_testing.kubetest.controlplane import AGENT_USER, ControlPlane, ControlPlaneError
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "temper"

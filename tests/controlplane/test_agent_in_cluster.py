@@ -23,8 +23,8 @@ import pytest
 
 from conftest import Cluster, tier_load
 from temper.host.sched_ext import SchedState, read_sched_ext
-from temper.kubetest.agentproc import AgentProcess
-from temper.kubetest.controlplane import ControlPlane
+from temper_testing.kubetest.agentproc import AgentProcess
+from temper_testing.kubetest.controlplane import ControlPlane
 from waiting import wait_until
 
 TIERS = ("critical", "high", "normal", "low", "background")

@@ -25,9 +25,9 @@ from test_agent_in_cluster import expected_load, make_pods, published_load
 
 from conftest import Cluster, apply, object_path, render_chart
 from temper.kube.api import Backoff
-from temper.kubetest.agentproc import AgentProcess
-from temper.kubetest.controlplane import ControlPlane
-from temper.kubetest.faultproxy import FaultProxy, Seen, Window
+from temper_testing.kubetest.agentproc import AgentProcess
+from temper_testing.kubetest.controlplane import ControlPlane
+from temper_testing.kubetest.faultproxy import FaultProxy, Seen, Window
 from waiting import wait_until
 
 PODS = 20

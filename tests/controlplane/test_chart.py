@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from temper.agent.config import AgentConfig, parse_config
-from temper.kubetest.controlplane import ControlPlane
 from temper.policy.tiers import RECOMMENDED_PRIORITY_CLASSES
+from temper_testing.kubetest.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "temper"

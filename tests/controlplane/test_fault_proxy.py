@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from conftest import Cluster
-from temper.kubetest.controlplane import ControlPlane
-from temper.kubetest.faultproxy import FaultProxy
+from temper_testing.kubetest.controlplane import ControlPlane
+from temper_testing.kubetest.faultproxy import FaultProxy
 
 WATCHES = 6
 GETS = 4

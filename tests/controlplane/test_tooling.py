@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from temper.kubetest.controlplane import ControlPlane
+from temper_testing.kubetest.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,8 +23,8 @@ import grpc
 
 from builders import shop_pod
 from temper.api.v1 import agent_pb2_grpc as pb_grpc
-from temper.host.fakesys import write_fake_kernel, write_fake_sysfs
 from temper.policy.machine import synthetic_shape
+from temper_testing.host.fakesys import write_fake_kernel, write_fake_sysfs
 from waiting import wait_until
 
 CLI = [sys.executable, "-m", "temper.cli.agentctl"]
@@ -108,7 +108,9 @@ def make_agent(tmp_path: Path) -> ApiAgent:
     (pods / "web.json").write_text(json.dumps(shop_pod("web", 1)))
     (pods / "checkout.json").write_text(json.dumps(shop_pod("checkout", 2, "temper-critical")))
     fake = tmp_path / "scx_layered"
-    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -m temper.host.fakescx --root {host} "$@"\n')
+    fake.write_text(
+        f'#!/bin/sh\nexec {sys.executable} -m temper_testing.host.fakescx --root {host} "$@"\n'
+    )
     fake.chmod(0o755)
     short = Path(tempfile.mkdtemp(prefix="temper-api-test-"))
     short.chmod(0o755)

@@ -24,13 +24,13 @@ from temper.agent.loop import ControlLoop
 from temper.agent.main import Parts, build_agent
 from temper.agent.plans import PlanState
 from temper.agent.supervisor import Supervisor
-from temper.host.fakesys import write_fake_kernel, write_fake_sysfs
 from temper.host.sched_ext import SchedState, read_sched_ext
 from temper.host.scheduler import SchedulerCommand
 from temper.policy.cgroups import CgroupDriver
 from temper.policy.machine import synthetic_shape
 from temper.policy.planner import PlanSettings
 from temper.policy.pods import PodSnapshot, parse_pod
+from temper_testing.host.fakesys import write_fake_kernel, write_fake_sysfs
 from waiting import wait_until
 
 
@@ -43,7 +43,9 @@ def host(tmp_path: Path) -> Path:
 
 def start_agent(tmp_path: Path, host: Path) -> subprocess.Popen[str]:
     fake = tmp_path / "scx_layered"
-    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -m temper.host.fakescx --root {host} "$@"\n')
+    fake.write_text(
+        f'#!/bin/sh\nexec {sys.executable} -m temper_testing.host.fakescx --root {host} "$@"\n'
+    )
     fake.chmod(0o755)
     with (tmp_path / "agent.log").open("w") as log:  # the child keeps its own descriptor
         return subprocess.Popen(

@@ -32,9 +32,9 @@ from temper.api.errors import NotFound
 from temper.api.v1 import agent_pb2 as pb
 from temper.api.v1 import agent_pb2_grpc as pb_grpc
 from temper.cli.agentctl import main
-from temper.kubetest.tinyca import TinyCA
 from temper.policy.assignments import PodKey
 from temper.policy.tiers import Tier
+from temper_testing.kubetest.tinyca import TinyCA
 
 Answer = TypeVar("Answer")
 SHA = "3f5a9c1d2e4b" + "7" * 52

@@ -272,7 +272,7 @@ def test_the_cli_says_when_the_agent_is_not_running(tmp_path: Path) -> None:
 
 
 def test_tls_callers_need_a_certificate_from_the_configured_ca(tmp_path: Path) -> None:
-    from temper.kubetest.tinyca import TinyCA  # noqa: PLC0415
+    from temper_testing.kubetest.tinyca import TinyCA  # noqa: PLC0415
 
     ca, stranger = TinyCA(), TinyCA()
     pki = tmp_path / "pki"

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from temper.host.fakesys import write_fake_kernel
 from temper.host.kernel import (
     BOOT_DIR,
     CMDLINE,
@@ -19,6 +18,7 @@ from temper.host.kernel import (
     parse_kernel_version,
     read_kernel_gate,
 )
+from temper_testing.host.fakesys import write_fake_kernel
 
 
 def _only_reason(result: GateResult) -> str:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from temper.kube.config import ConfigError, load_config
-from temper.kubetest.tinyca import TinyCA
+from temper_testing.kubetest.tinyca import TinyCA
 
 SERVER = "https://127.0.0.1:6443"
 WAIT_S = 5.0

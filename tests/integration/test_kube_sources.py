@@ -1,6 +1,6 @@
 """The cluster sources and sink against a scripted API: pod watch, Node watch, publisher.
 
-`FakeKube` (`temper.kube.fakeapi`) stands in for the API server: each list, read and watch
+`FakeKube` (`temper_testing.kube.fakeapi`) stands in for the API server: each list, read and watch
 answers from a script the test writes, and records what it was asked. Backoff keeps its
 arithmetic but sleeps milliseconds (`recorder`).
 """
@@ -21,7 +21,6 @@ import temper.kube.nodewatch
 import temper.kube.podwatch
 import temper.kube.publish
 from temper.kube.api import Backoff, KubeError
-from temper.kube.fakeapi import END, FakeKube
 from temper.kube.nodewatch import KILL_SWITCH_FILE, KillSwitchFile, WatchedNode, watch_node
 from temper.kube.podwatch import PodWatchSettings, watch_node_pods
 from temper.kube.publish import EVENT_NAMESPACE, NodePublisher
@@ -36,6 +35,7 @@ from temper.policy.contract import (
     node_apply_patch,
 )
 from temper.policy.pods import PodSnapshot
+from temper_testing.kube.fakeapi import END, FakeKube
 from waiting import until
 
 PodMaker = Callable[..., dict[str, Any]]

@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 
 from builders import make_pod
 from temper.host.podcgroups import CGROUP_DIR, PodCgroup, read_cgroup_pids, read_pod_cgroups
-from temper.lab.node import (
+from temper.policy.cgroups import CgroupDriver, container_cgroup_path, pod_cgroup_path
+from temper.policy.tiers import QosClass
+from temper_testing.lab.node import (
     Container,
     NodeError,
     SimulatedNode,
@@ -28,10 +30,8 @@ from temper.lab.node import (
     cpu_weight_from_shares,
     sandbox_id,
 )
-from temper.lab.processes import await_ready, kill, release, spawn_workload
-from temper.lab.workload import ThreadSpec, parse_thread_spec
-from temper.policy.cgroups import CgroupDriver, container_cgroup_path, pod_cgroup_path
-from temper.policy.tiers import QosClass
+from temper_testing.lab.processes import await_ready, kill, release, spawn_workload
+from temper_testing.lab.workload import ThreadSpec, parse_thread_spec
 from waiting import wait_until
 
 UID = "5f0c6a8e-2b1d-4c3e-9f7a-1b2c3d4e5f60"

@@ -1,11 +1,11 @@
 """Observation end to end on this machine's own kernel, which has no sched_ext.
 
-`python -m temper.lab.observe` runs the lab's pods as real processes in real cgroups (the machine's
-cgroup2 mount, without the cpu controller in this container), the agent over a host root of symlinks
-into the real /proc and /sys, and reads `/observe`, `/metrics` and a 5 s trace from a real tracefs.
-The agent refuses to enforce (no sched_ext) and observes anyway: that is the observation-first
-promise (docs/observe.md#observation-first). Needs root, a writable cgroup2 mount and tracefs; a
-machine without them fails these tests with the reason (they never skip).
+`python -m temper_testing.lab.observe` runs the lab's pods as real processes in real cgroups (the
+machine's cgroup2 mount, without the cpu controller in this container), the agent over a host root
+of symlinks into the real /proc and /sys, and reads `/observe`, `/metrics` and a 5 s trace from a
+real tracefs. The agent refuses to enforce (no sched_ext) and observes anyway: that is the
+observation-first promise (docs/observe.md#observation-first). Needs root, a writable cgroup2 mount
+and tracefs; a machine without them fails these tests with the reason (they never skip).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from temper.host.psi import PressureReader
 from temper.host.threads import read_pod_threads
-from temper.lab.observe import find_cgroup2_root, host_root_view
-from temper.lab.proof import PODS
+from temper_testing.lab.observe import find_cgroup2_root, host_root_view
+from temper_testing.lab.proof import PODS
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -49,7 +49,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory, scx_layered: Path) -> dic
         [
             sys.executable,
             "-m",
-            "temper.lab.observe",
+            "temper_testing.lab.observe",
             *("--out", str(out), "--work", str(work), "--scx-layered", str(scx_layered)),
             *("--host-root", str(root), "--cgroup-root", str(cgroups)),
             *("--tracefs", str(work / "tracing")),

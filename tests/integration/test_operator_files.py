@@ -21,7 +21,6 @@ import pytest
 
 from temper.agent.main import main
 from temper.host.errors import HostError, HostReadError
-from temper.host.fakesys import write_fake_kernel, write_fake_sysfs
 from temper.host.operator import (
     ASSIGNMENTS_FILE,
     AUDIT_FILE,
@@ -34,6 +33,7 @@ from temper.policy.assignments import PodKey
 from temper.policy.machine import synthetic_shape
 from temper.policy.scx import ATTACH_WHEN_FREE, SCHEDULER_FLAGS
 from temper.policy.tiers import Tier
+from temper_testing.host.fakesys import write_fake_kernel, write_fake_sysfs
 
 ASSIGNMENTS = {
     PodKey("shop", "checkout-0"): Tier.CRITICAL,

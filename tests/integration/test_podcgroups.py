@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from temper.host.errors import HostReadError, HostRootMissing
-from temper.host.fakecgroups import write_fake_pod_cgroup
 from temper.host.podcgroups import CGROUP_DIR, PodCgroup, read_cgroup_pids, read_pod_cgroups
 from temper.policy.cgroups import CgroupDriver, container_cgroup_path, pod_cgroup_path
 from temper.policy.tiers import QosClass
+from temper_testing.host.fakecgroups import write_fake_pod_cgroup
 
 UID = "5f0c6a8e-2b1d-4c3e-9f7a-1b2c3d4e5f60"
 OTHER_UID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from temper.host.errors import HostReadError, HostRootMissing
-from temper.host.fakesys import write_fake_sysfs
 from temper.host.machine import CPU_DIR, NODE_DIR, read_machine_shape
 from temper.policy.errors import InputError
 from temper.policy.machine import MachineShape, synthetic_shape
+from temper_testing.host.fakesys import write_fake_sysfs
 
 
 def _cpu_paths(root: Path) -> list[Path]:

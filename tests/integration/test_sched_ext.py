@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from temper.host.errors import HostError, HostReadError, HostRootMissing
-from temper.host.fakesys import write_fake_kernel, write_fake_sched_ext
 from temper.host.sched_ext import (
     SCHED_EXT_DIR,
     SYSRQ_TRIGGER,
@@ -16,6 +15,7 @@ from temper.host.sched_ext import (
     read_sched_ext,
     trigger_sysrq_reset,
 )
+from temper_testing.host.fakesys import write_fake_kernel, write_fake_sched_ext
 
 LAYERED = "layered_1.1.2_x86_64-unknown-linux-gnu"
 

@@ -21,13 +21,13 @@ import pytest
 
 from builders import make_pod
 from temper.agent.supervisor import Supervisor, SupervisorSettings, Transition, Wanted
-from temper.host.fakesys import write_fake_kernel, write_fake_sched_ext
 from temper.host.sched_ext import SchedState, read_sched_ext
 from temper.host.scheduler import SchedulerCommand
 from temper.policy.lifecycle import Action, Lifecycle, LifecycleSettings, Mode
 from temper.policy.machine import synthetic_shape
 from temper.policy.planner import Plan, plan_node
 from temper.policy.tiers import QosClass
+from temper_testing.host.fakesys import write_fake_kernel, write_fake_sched_ext
 from waiting import wait_until
 
 T = TypeVar("T")
@@ -51,7 +51,7 @@ def with_promoted_pod(plan: Plan) -> Plan:
 
 
 def fake_command(root: Path, mode: str = "ok", after_s: float = 0.5) -> SchedulerCommand:
-    fake = (sys.executable, "-m", "temper.host.fakescx", "--root", str(root))
+    fake = (sys.executable, "-m", "temper_testing.host.fakescx", "--root", str(root))
     return SchedulerCommand((*fake, "--mode", mode, "--after-s", str(after_s)))
 
 
@@ -270,7 +270,7 @@ def test_b1_the_child_dies_with_the_agent(root: Path) -> None:
         "from pathlib import Path\n"
         "from temper.host.scheduler import SchedulerCommand, SchedulerProcess\n"
         "async def main():\n"
-        f"    cmd = SchedulerCommand(({sys.executable!r}, '-m', 'temper.host.fakescx',\n"
+        f"    cmd = SchedulerCommand(({sys.executable!r}, '-m', 'temper_testing.host.fakescx',\n"
         f"                            '--root', {str(root)!r}))\n"
         f"    Path({str(root / 'c.json')!r}).write_text('[]')\n"
         f"    child = await SchedulerProcess.start(cmd, Path({str(root / 'c.json')!r}))\n"

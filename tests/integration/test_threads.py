@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from temper.host.errors import HostReadError
-from temper.host.fakecgroups import write_fake_pod_cgroup
 from temper.host.psi import PressureReader
 from temper.host.threads import Container, ThreadReader, read_pod_threads
 from temper.policy.cgroups import CgroupDriver, pod_cgroup_path
 from temper.policy.observe import Pressure, ThreadStat
 from temper.policy.tiers import QosClass
+from temper_testing.host.fakecgroups import write_fake_pod_cgroup
 
 UID = "5f0c6a8e-2b1d-4c3e-9f7a-1b2c3d4e5f60"
 POD_PATH = pod_cgroup_path(QosClass.BURSTABLE, UID, CgroupDriver.SYSTEMD)

@@ -1,7 +1,7 @@
 """The lab tier: jobs run in a QEMU guest on a sched_ext kernel (docs/testing.md).
 
 The kernel is provisioned once per session by the project's own tooling
-(`python -m temper.lab provision` does the same by hand): cold, it installs QEMU and
+(`python -m temper_testing.lab provision` does the same by hand): cold, it installs QEMU and
 busybox-static with apt and downloads about 120 MB from the Debian mirror in the machine's apt
 configuration; warm, it touches no network. When that fails this tier fails with the reason; it
 never skips.
@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from temper.lab.errors import LabError
-from temper.lab.provision import LabKernel, provision_kernel
+from temper_testing.lab.errors import LabError
+from temper_testing.lab.provision import LabKernel, provision_kernel
 
 
 def _progress(line: str) -> None:

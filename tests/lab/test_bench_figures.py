@@ -10,12 +10,18 @@ from typing import Any
 
 import pytest
 
-from temper.lab.errors import LabError
-from temper.lab.guestjob import doc_block, write_doc_block
-from temper.lab.measure import latency_figures, percentile
-from temper.lab.restartgap import Sampler, _track, figures
-from temper.lab.variants import apply_variant, parse_variant
-from temper.lab.verdict import TARGETS, batch_use_of_free_cpu, judge, profile_verdicts, ratios
+from temper_testing.lab.errors import LabError
+from temper_testing.lab.guestjob import doc_block, write_doc_block
+from temper_testing.lab.measure import latency_figures, percentile
+from temper_testing.lab.restartgap import Sampler, _track, figures
+from temper_testing.lab.variants import apply_variant, parse_variant
+from temper_testing.lab.verdict import (
+    TARGETS,
+    batch_use_of_free_cpu,
+    judge,
+    profile_verdicts,
+    ratios,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = ("alone", "alone_pinned", "stock", "stock_cpu_idle", "temper")

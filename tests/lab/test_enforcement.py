@@ -1,7 +1,7 @@
 """Proof of enforcement on a real sched_ext kernel with the real scx_layered.
 
-One guest boot runs `python -m temper.lab.proof` (see its docstring for the checks): pods of all
-five tiers on a simulated node, `temper-agent` enforcing them, per-layer task counts from the
+One guest boot runs `python -m temper_testing.lab.proof` (see its docstring for the checks): pods of
+all five tiers on a simulated node, `temper-agent` enforcing them, per-layer task counts from the
 scx_layered stats socket, and the faults a VM can produce. The report comes back as JSON.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from temper.lab.provision import LabKernel
-from temper.lab.vm import run_in_guest
+from temper_testing.lab.provision import LabKernel
+from temper_testing.lab.vm import run_in_guest
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(1800)
@@ -26,7 +26,7 @@ def test_the_agent_enforces_every_tier_and_falls_back_on_faults(
     out = tmp_path / "out"
     out.mkdir()
     script = (
-        f"cd {REPO} && {sys.executable} -m temper.lab.proof "
+        f"cd {REPO} && {sys.executable} -m temper_testing.lab.proof "
         f"--scx-layered {scx_layered} --out {out}/proof.json"
     )
     result = run_in_guest(lab_kernel, script, shares=[(REPO, False), (out, True)], timeout_s=1500)

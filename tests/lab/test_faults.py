@@ -1,6 +1,7 @@
 """Reliability rows a VM can produce beyond the proof's (docs/reliability.md).
 
-- A4, A14, A15 with temper-agent enforcing: `python -m temper.lab.faults` (see its docstring).
+- A4, A14, A15 with temper-agent enforcing: `python -m temper_testing.lab.faults` (see its
+  docstring).
 - A13: a guest booted with `isolcpus=1`: the agent refuses enforcement, says why, and never
   loads scx_layered, while a pod asks for a tier.
 """
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from temper.lab.provision import LabKernel
-from temper.lab.vm import run_in_guest
+from temper_testing.lab.provision import LabKernel
+from temper_testing.lab.vm import run_in_guest
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(1800)
@@ -25,7 +26,7 @@ def test_a4_a14_a15_rt_hog_churn_and_clock_jump(
     lab_kernel: LabKernel, scx_layered: Path, tmp_path: Path
 ) -> None:
     script = (
-        f"cd {REPO} && {sys.executable} -m temper.lab.faults "
+        f"cd {REPO} && {sys.executable} -m temper_testing.lab.faults "
         f"--scx-layered {scx_layered} --out {tmp_path}/faults.json"
     )
     shares = [(REPO, False), (tmp_path, True)]

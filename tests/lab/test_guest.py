@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from temper.lab.errors import LabError
-from temper.lab.provision import LabKernel
-from temper.lab.vm import run_in_guest
+from temper_testing.lab.errors import LabError
+from temper_testing.lab.provision import LabKernel
+from temper_testing.lab.vm import run_in_guest
 
 # Covers a cold provision (apt, ~120 MB of downloads) in the session fixture, then the boot.
 pytestmark = pytest.mark.timeout(1800)

@@ -11,14 +11,14 @@ from typing import NoReturn
 
 import pytest
 
-from temper.lab.__main__ import parse_share
-from temper.lab.agentrun import keep_logs
-from temper.lab.archive import order_candidates, parse_kernel_candidates
-from temper.lab.errors import LabError
-from temper.lab.image import extract_vmlinux, missing_config
-from temper.lab.provision import PIN_ENV, LabKernel, debian_mirror, provision_kernel
-from temper.lab.qemu import LabQemu, host_codename, provision_qemu, version_key
-from temper.lab.vm import _forward_lines, parse_result_port, plan_shares, qemu_command
+from temper_testing.lab.__main__ import parse_share
+from temper_testing.lab.agentrun import keep_logs
+from temper_testing.lab.archive import order_candidates, parse_kernel_candidates
+from temper_testing.lab.errors import LabError
+from temper_testing.lab.image import extract_vmlinux, missing_config
+from temper_testing.lab.provision import PIN_ENV, LabKernel, debian_mirror, provision_kernel
+from temper_testing.lab.qemu import LabQemu, host_codename, provision_qemu, version_key
+from temper_testing.lab.vm import _forward_lines, parse_result_port, plan_shares, qemu_command
 
 
 def stanza(package: str, version: str = "1") -> str:

@@ -1,7 +1,7 @@
 """Observation in the lab guest, with the real scx_layered enforcing.
 
-The same program as the host test (`python -m temper.lab.observe`, see its docstring) runs in a
-sched_ext guest with an SMT topology (2 cores x 2 threads): the lab's pods of all five tiers,
+The same program as the host test (`python -m temper_testing.lab.observe`, see its docstring) runs
+in a sched_ext guest with an SMT topology (2 cores x 2 threads): the lab's pods of all five tiers,
 the agent enforcing them, then `/observe`, `/metrics` and a 5 s trace read back as JSON.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from temper.lab.provision import LabKernel
-from temper.lab.vm import run_in_guest
+from temper_testing.lab.provision import LabKernel
+from temper_testing.lab.vm import run_in_guest
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(1200)
@@ -27,7 +27,7 @@ def observed(
 ) -> dict:
     out = tmp_path_factory.mktemp("observe-guest")
     script = (
-        f"cd {REPO} && {sys.executable} -m temper.lab.observe --enforce "
+        f"cd {REPO} && {sys.executable} -m temper_testing.lab.observe --enforce "
         f"--scx-layered {scx_layered} --work /tmp/observe --out {out}/result.json"
     )
     result = run_in_guest(lab_kernel, script, shares=[(REPO, False), (out, True)], timeout_s=1000)
@@ -71,7 +71,7 @@ def test_the_linter_judges_the_enforced_node(observed: dict) -> None:
 
 
 def test_the_linter_finds_the_planted_pinned_container(observed: dict) -> None:
-    """temper.lab.observe pins shop/cart's container to one CPU, as the static CPU manager
+    """temper_testing.lab.observe pins shop/cart's container to one CPU, as the static CPU manager
     would; scx_layered would send its threads to the low-priority fallback queue."""
     assert observed["pinned"], "the guest has no cpuset controller to plant the fault with"
     rule = {r["rule"]: r for r in observed["observe"]["lint"]}["partial-cpu-affinity"]

@@ -295,7 +295,7 @@ FAKE = Repo(
             RELIABILITY,
             "bench/reports/cpu-limit.md",
             "bench/reports/cpu-limit.json",
-            "src/temper/lab/proof.py",
+            "src/temper_testing/lab/proof.py",
             "scripts/install-scx-layered",
         }
     )
@@ -320,8 +320,8 @@ OUTSIDE = (
         ("see docs/lab.md.", ["docs/lab.md"]),
         ("(`docs/lab.md`)", ["docs/lab.md"]),
         (
-            "src/temper/lab/proof.py:23 and docs/" + "lab.md#what-it-found,",
-            ["src/temper/lab/proof.py", "docs/lab.md"],
+            "src/temper_testing/lab/proof.py:23 and docs/" + "lab.md#what-it-found,",
+            ["src/temper_testing/lab/proof.py", "docs/lab.md"],
         ),
         ("bench/reports/cpu-limit.{md,json}", ["bench/reports/cpu-limit.{md,json}"]),
         ("docs/adr/0003-*", ["docs/adr/0003-*"]),
@@ -357,7 +357,7 @@ def test_globs_templates_braces_and_anchors_must_resolve(text: str) -> None:
 
 
 def test_a_template_is_checked_up_to_its_placeholder() -> None:
-    assert not list(problems("x.py", "src/temper/lab/<name>.py", FAKE, FAKE_TEXTS))
+    assert not list(problems("x.py", "src/temper_testing/lab/<name>.py", FAKE, FAKE_TEXTS))
 
 
 @pytest.mark.parametrize("text", OUTSIDE)

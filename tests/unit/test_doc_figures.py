@@ -2,7 +2,7 @@
 
 A bench script renders what the docs quote with `doc_figures(report)` (block name -> text) and
 lists in `FIGURE_DOCS` the docs that hold each block, between `<!-- NAME: COMMAND -->` and
-`<!-- /NAME -->` (`temper.lab.guestjob.doc_block`; COMMAND is the script's `--render-only`,
+`<!-- /NAME -->` (`temper_testing.lab.guestjob.doc_block`; COMMAND is the script's `--render-only`,
 which rewrites the blocks from the committed JSON, as a benchmark run does). The tests fail when
 a block differs from what its report renders, when a doc holds a block its script does not
 know, and when a paragraph, list item or table row outside the blocks puts a figure beside a
@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from temper.lab.guestjob import doc_block, write_doc_block
+from temper_testing.lab.guestjob import doc_block, write_doc_block
 
 REPO = Path(__file__).resolve().parents[2]
 # Each bench script whose report the docs quote, and its report's stem under bench/reports/.

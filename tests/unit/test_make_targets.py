@@ -102,7 +102,7 @@ make demo    # the lab proof (cold ~35 min, warm ~25 min)
 |---|---|---|
 | `make demo` | the lab proof | cold ~35 min, warm ~25 min |
 | `make test` | every tier | cold ~50 min (estimate), warm ~18 min |
-| `python -m temper.lab provision` | not a make target | cold ~15 s, warm 0.2 s |
+| `python -m temper_testing.lab provision` | not a make target | cold ~15 s, warm 0.2 s |
 """
 
 

@@ -7,7 +7,7 @@ one more reason, and the operator sees all of them at once rather than fixing on
 meeting the next.
 
 The checks, each read from the host under `root` (the node's `/` mounted at `--host-root`;
-tests write a fake tree with `temper.host.fakesys.write_fake_kernel`):
+tests write a fake tree with `temper_testing.host.fakesys.write_fake_kernel`):
 
 - the release in `proc/sys/kernel/osrelease` is at least 6.12, the first mainline kernel with
   sched_ext (docs/scx-layered.md#what-the-kernel-guarantees); only the leading `X.Y` counts, so

@@ -3,7 +3,7 @@
 Why sysfs: it is the kernel's own account of the topology it schedules by (lscpu and hwloc read
 the same files), and it needs no tool installed on the node. Why a root argument: the agent
 reads the node's `/sys` mounted at `--host-root`, and tests read a fake tree written by
-`temper.host.fakesys.write_fake_sysfs`.
+`temper_testing.host.fakesys.write_fake_sysfs`.
 
 Which files, and the fallbacks real machines need:
 

@@ -5,7 +5,7 @@ Why sysfs: `/sys/kernel/sched_ext` is the kernel's truth about which BPF schedul
 now, never against its memory of what it started, so a scheduler that crashed, was replaced or was
 reset by an operator shows up on the next read. Why a root argument: the agent reads the node's
 `/sys` mounted at `--host-root`, and tests read a fake tree written by
-`temper.host.fakesys.write_fake_sched_ext`.
+`temper_testing.host.fakesys.write_fake_sched_ext`.
 
 Which files (kernel ext.c; Documentation/scheduler/sched-ext.rst):
 

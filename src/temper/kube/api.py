@@ -1,7 +1,7 @@
 """The few Kubernetes API calls the agent makes, over aiohttp (docs/adr/0005).
 
 `Kube` is the port: the six calls the pod watch, the Node watch and the publisher make.
-`KubeApi` makes them over HTTP; `temper.kube.fakeapi.FakeKube` answers them from a script.
+`KubeApi` makes them over HTTP; `temper_testing.kube.fakeapi.FakeKube` answers them from a script.
 
 Plain HTTP on aiohttp, with the JSON read as dicts: the agent parses pods with the same code
 that reads manifests from disk, reads watch streams line by line, and turns every non-2xx

@@ -1,0 +1,135 @@
+"""Workload processes for the simulated node: start held, place, release, await, kill.
+
+A process must be in its container's cgroup before it starts its threads, or they would run for a
+moment in the wrong cgroup. So `spawn_workload` starts `python -m temper_testing.lab.workload` held
+on a pipe; the caller moves it (writes its pid into `cgroup.procs`), then `release` writes the byte
+it waits for. The pipe stays open afterwards as a lifeline: when this process dies without cleaning
+up, the workload reads end of file and exits, so no spinner outlives its parent. That costs one
+descriptor per running workload. `await_ready` waits until each has named its threads; `kill` sends
+SIGKILL and reaps.
+
+Several workloads start at once: spawn them all, place and release each, then await them all,
+so their interpreters start in parallel (about a second each in a TCG guest).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from temper_testing.checkout import src_dir
+from temper_testing.lab.errors import LabError
+
+WORKLOAD_MODULE = "temper_testing.lab.workload"
+# Python starts in ~50 ms on the host and in about a second in a TCG guest: 30 s is a hang.
+READY_TIMEOUT_S = 30.0
+KILL_WAIT_S = 10.0  # SIGKILL cannot be caught; longer means a task stuck in the kernel
+
+
+class WorkloadError(LabError):
+    """A workload process would not start, exited before it was ready, or would not die."""
+
+
+@dataclass
+class WorkloadProcess:
+    """A workload child; `lifeline` and `ready` are our ends of its pipes, -1 once closed."""
+
+    popen: subprocess.Popen[bytes]
+    lifeline: int
+    ready: int
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def close_pipes(self) -> None:
+        for fd in (self.lifeline, self.ready):
+            if fd >= 0:
+                os.close(fd)
+        self.lifeline = self.ready = -1
+
+
+def spawn_workload(args: Sequence[str]) -> WorkloadProcess:
+    """Start a workload held until `release`; its stderr is ours, for diagnosis."""
+    start_read, start_write = os.pipe()
+    ready_read, ready_write = os.pipe()
+    command = [sys.executable, "-m", WORKLOAD_MODULE, *args]
+    command += [f"--start-fd={start_read}", f"--ready-fd={ready_write}"]
+    try:
+        popen = subprocess.Popen(
+            command,
+            pass_fds=(start_read, ready_write),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env=_workload_env(),
+        )
+    except OSError as exc:
+        os.close(start_write)
+        os.close(ready_read)
+        raise WorkloadError(f"cannot start {WORKLOAD_MODULE}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(start_read)
+        os.close(ready_write)
+    return WorkloadProcess(popen, start_write, ready_read)
+
+
+def release(process: WorkloadProcess) -> None:
+    """Let a placed workload start its threads."""
+    try:
+        os.write(process.lifeline, b"g")
+    except BrokenPipeError as exc:
+        raise WorkloadError(f"workload process {process.pid} exited before it started") from exc
+
+
+def await_ready(processes: Sequence[WorkloadProcess], timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Wait until each released process has named its threads; WorkloadError if one cannot."""
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as selector:  # not select(): descriptors may pass 1024
+        for process in processes:
+            selector.register(process.ready, selectors.EVENT_READ, process)
+        while selector.get_map():
+            events = selector.select(max(deadline - time.monotonic(), 0))
+            if not events:
+                pids = sorted(key.data.pid for key in selector.get_map().values())
+                raise WorkloadError(f"workload processes {pids} not ready after {timeout_s} s")
+            for key, _ in events:
+                selector.unregister(key.fd)
+                _read_ready(key.data)
+
+
+def kill(process: WorkloadProcess) -> list[str]:
+    """SIGKILL the process and reap it; the problem, if it would not die."""
+    try:
+        process.popen.kill()
+        process.popen.wait(KILL_WAIT_S)
+    except subprocess.TimeoutExpired:
+        return [f"workload process {process.pid} still alive {KILL_WAIT_S} s after SIGKILL"]
+    finally:
+        process.close_pipes()
+    return []
+
+
+def _read_ready(process: WorkloadProcess) -> None:
+    reported = os.read(process.ready, 1)
+    os.close(process.ready)
+    process.ready = -1
+    if reported:
+        return
+    try:
+        status: int | str = process.popen.wait(KILL_WAIT_S)
+    except subprocess.TimeoutExpired:
+        status = "it closed its ready pipe"
+    raise WorkloadError(f"workload process {process.pid} failed before it was ready: {status}")
+
+
+def _workload_env() -> dict[str, str]:
+    """Our environment, with the checkout's `temper` and `temper_testing` importable even where
+    they are not installed (a guest)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src_dir()), env.get("PYTHONPATH")]))
+    return env
