@@ -2,7 +2,9 @@
 
 The benchmark drivers under `bench/` use it: the module runs as root in a 2-vCPU guest (no
 SMT; the lab's TCG mode, docs/lab.md) with the repository shared read-only and a scratch
-directory shared writable, and writes its JSON there through `--out`. `GuestJob.vm` says how
+directory shared writable, and writes its JSON there through `--out`. The host writes its own
+CPU use into that directory while the guest runs (`temper.lab.hostmeter`), so the module can
+tell a phase disturbed from outside the guest. `GuestJob.vm` says how
 the guest ran (QEMU's version, TCG mode, CPU model) and what else the host ran meanwhile.
 """
 
@@ -31,6 +33,7 @@ MEMORY_MB = 2048
 # (bench/reports/lab-costs.md), noise the scheduler under test did not cause. Hardware's idle
 # exits cost microseconds. Each spinning vCPU holds its own host core.
 MEASURE_KERNEL_ARGS = ("idle=poll",)
+HOST_METER = "host-meter"  # in the scratch share: the host's CPU use, live (temper.lab.hostmeter)
 
 
 def pinned_scx_layered() -> Path:
@@ -87,6 +90,7 @@ def run_module(
             accel=accel,
             kernel_args=kernel_args,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
+            host_meter=shared / HOST_METER,
         )
         report = json.loads(out.read_text()) if out.is_file() else {}
         kept = None
