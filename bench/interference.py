@@ -172,7 +172,7 @@ def build_report(
     return report
 
 
-def scenario_figures(guest: dict[str, Any], profile: str, scenarios: list[str]) -> dict:
+def scenario_figures(guest: dict[str, Any], profile: str, scenarios: list[str]) -> dict[str, Any]:
     """Per scenario: percentiles pooled over repeats, and means of the per-phase figures."""
     out = {}
     for name in scenarios:
@@ -214,18 +214,20 @@ def enforcement(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 SHOWN_COUNTERS = (
+    "util",
     "total",
+    "sel_local",
+    "enq_wakeup",
     "preempt",
     "preempt_fail",
-    "excl_preempt",
-    "keep_fail_busy",
     "enq_expire",
+    "keep_fail_busy",
 )
 
 
 def layer_counters(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """Per enforced scenario and layer: the median over its phases of scx_layered's counters
-    (fractions of the layer's scheduling events, read at each phase's end)."""
+    (over each phase, on one stats connection held from the batch's start to its end)."""
     seen: dict[str, dict[str, dict[str, list[float]]]] = {}
     for r in runs:
         for layer, counters in (r.get("layers_at_end") or {}).items():
@@ -436,8 +438,13 @@ def _counters_section(report: dict[str, Any]) -> list[str]:
         "",
         "## scx_layered's counters at each enforced phase's end (median over phases)",
         "",
-        "Fractions of each layer's scheduling events in scx_layered's last stats interval "
-        "(its `stats.rs`).",
+        "Over each enforced phase (one stats connection held from the batch's start to the "
+        "phase's end; scx_layered's `stats.rs`): `util` is CPU use in % of one CPU, `total` "
+        "the count of scheduling events, the rest % of those events: `sel_local` woke onto an "
+        "idle CPU and ran at once, `enq_wakeup` queued after a wake-up, `preempt` preempted "
+        "another task, `preempt_fail` tried to and found none it could (a preempting layer "
+        "does not preempt its own tasks), `enq_expire` queued again after its slice ran out, "
+        "`keep_fail_busy` was not let run on past its slice because others waited.",
         "",
         f"| scenario | layer | CPUs | slice us | {' | '.join(SHOWN_COUNTERS)} |",
         "|---|---|---:|---:|" + "---:|" * len(SHOWN_COUNTERS),
@@ -489,6 +496,26 @@ def doc_figures(report: dict[str, Any]) -> dict[str, str]:
     return {FIGURES: lab_figures(report)}
 
 
+def _layers_paragraph(report: dict[str, Any]) -> list[str]:
+    """What scx_layered counted under `temper`, in a sentence (absent before the held
+    connection, 2026-12-03)."""
+    layers = (report.get("layer_counters") or {}).get("temper", {})
+    critical, host = layers.get("critical", {}), layers.get("host", {})
+    if not critical.get("total"):
+        return []
+    return [
+        "",
+        f"scx_layered's counters under `temper` (median over phases): the critical layer used "
+        f"{critical['util']:.1f}% of a CPU; of its scheduling events, {critical['sel_local']:.1f}% "
+        f"woke onto its idle CPU and ran at once and {critical['enq_wakeup']:.1f}% queued after "
+        f"a wake-up ({critical['preempt_fail']:.1f}% looked for a CPU to preempt and found "
+        f"none: the critical CPU was running another of the pod's own tasks, which a critical "
+        f"task does not preempt), {critical['preempt']:.1f}% preempted another task. "
+        f"The host layer (the agent, scx_layered's own daemon, the harness) used "
+        f"{host.get('util', 0.0):.1f}% of a CPU, on the CPU the batch pods share.",
+    ]
+
+
 def lab_figures(report: dict[str, Any]) -> str:
     """The figures docs/lab.md quotes, rendered from the report so they cannot drift."""
     vm = report["vm"]
@@ -524,6 +551,8 @@ def lab_figures(report: dict[str, Any]) -> str:
                     f"| {profile} | {scenario} | {f['pod_cpus'].get('lc')} | "
                     f"{f['lc_cpu_us_per_request']} |"
                 )
+    lines += _layers_paragraph(report)
+    lines += ["", host_disturbance_note(report)]
     e = report["enforcement"]
     lines += [
         "",
