@@ -157,7 +157,8 @@ def write_doc_block(name: str, command: str, body: str, doc: Path = LAB_DOC) -> 
 
 
 def write_report(out: Path, stem: str, report: dict[str, Any], markdown: str) -> Path:
-    """Write OUT/STEM.json and OUT/STEM.md; print the JSON's path (the drivers' last line)."""
+    """Write the report into OUT as STEM.json and as Markdown beside it; print the JSON's
+    path (the drivers' last line)."""
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{stem}.json"
     json_path.write_text(json.dumps(report, indent=1) + "\n")

@@ -69,16 +69,23 @@ def between(first: HostSample, last: HostSample) -> HostWindow:
     return HostWindow(seconds, max(other, 0.0) / seconds, (last.steal_s - first.steal_s) / seconds)
 
 
-def sample_host(qemu_pid: int) -> HostSample:
-    """The host side: /proc/stat's totals and the QEMU process's CPU time, now."""
+def host_cpu_s() -> tuple[float, float]:
+    """Seconds the host's CPUs have been busy since boot (all CPUs together, steal included),
+    and of that, stolen by the hypervisor (from /proc/stat's first line)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
     tick = os.sysconf("SC_CLK_TCK")
-    busy = (sum(fields) - fields[3] - fields[4]) / tick
+    return (sum(fields) - fields[3] - fields[4]) / tick, fields[7] / tick
+
+
+def sample_host(qemu_pid: int) -> HostSample:
+    """The host side: the host's CPU totals and the QEMU process's CPU time, now."""
+    busy, steal = host_cpu_s()
+    tick = os.sysconf("SC_CLK_TCK")
     # /proc/PID/stat: utime and stime are fields 14 and 15, counted after the command's ")".
     stat = Path(f"/proc/{qemu_pid}/stat").read_text()
     after_comm = stat[stat.rindex(")") + 2 :].split()
     qemu = (int(after_comm[11]) + int(after_comm[12])) / tick
-    return HostSample(time.monotonic(), busy, fields[7] / tick, qemu)
+    return HostSample(time.monotonic(), busy, steal, qemu)
 
 
 def write_sample(path: Path, sample: HostSample) -> None:

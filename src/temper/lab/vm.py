@@ -157,11 +157,11 @@ def run_in_guest(
         kernel_args=kernel_args,
         accel=accel,
     )
-    start, (busy_0, steal_0), qemu_0 = time.monotonic(), _host_cpu_s(), _children_cpu_s()
+    start, (busy_0, steal_0), qemu_0 = time.monotonic(), hostmeter.host_cpu_s(), _children_cpu_s()
     pin = cpus if (accel or kernel.accel).tcg_threads == "multi" else 0
     qemu_rc, pins = _run_qemu(command, run_dir, timeout_s, pin, progress, host_meter=host_meter)
     wall_s = time.monotonic() - start
-    busy_1, steal_1 = _host_cpu_s()
+    busy_1, steal_1 = hostmeter.host_cpu_s()
     host = HostLoad(
         round((busy_1 - busy_0) / wall_s, 2),
         round((_children_cpu_s() - qemu_0) / wall_s, 2),
@@ -386,14 +386,6 @@ def qemu_version(accel: Accel) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LabError(f"cannot run {binary} --version: {exc}") from exc
     return done.stdout.splitlines()[0].strip() if done.stdout else "unknown"
-
-
-def _host_cpu_s() -> tuple[float, float]:
-    """Seconds the host's CPUs have been busy since boot (all CPUs together, steal included),
-    and of that, stolen by the hypervisor: the host is itself a VM sharing its cores."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    tick = os.sysconf("SC_CLK_TCK")
-    return (sum(fields) - fields[3] - fields[4]) / tick, fields[7] / tick
 
 
 def _children_cpu_s() -> float:
