@@ -36,6 +36,7 @@ from temper.host.machine import read_machine_shape
 from temper.host.sched_ext import read_sched_ext
 from temper.lab.agentrun import AGENT_LOG, LAB_START_TIMEOUT_S, enforcing, start_agent, stop_agent
 from temper.lab.node import RunningPod, SimulatedNode
+from temper.lab.pace import paced
 from temper.lab.proof import lab_pod, wait
 from temper.policy.tiers import QosClass
 
@@ -93,7 +94,7 @@ class Faults:
             running = {p.pod.name: node.add_pod(p.pod, p.containers) for p in PODS}
             agent = start_agent(WORK, self.scx_layered)
             try:
-                ok = wait(enforcing, LAB_START_TIMEOUT_S)
+                ok = wait(enforcing, paced(LAB_START_TIMEOUT_S))
                 self.check("enforcing", ok, read_sched_ext(ROOT).enable_seq)
                 if not ok:
                     return
@@ -163,7 +164,7 @@ class Faults:
         reasons = sorted({str(t["reason"]) for t in window})
         held = read_sched_ext(ROOT).enable_seq == seq and read_sched_ext(ROOT).is_ours()
         stalled = any("exited (stall)" in r for r in reasons)
-        settled = wait(lambda: enforcing() or _parked(self.log), 240)
+        settled = wait(lambda: enforcing() or _parked(self.log), paced(240))
         self.check(
             "A4 RT task monopolising a CPU",
             (held or stalled) and starts <= 3 and settled,

@@ -71,6 +71,7 @@ from temper.lab.hostmeter import HostSample, between, meter_path, read_sample
 from temper.lab.lcworkload import CGROUP_ROOT, PROFILES, LcProfile, busy
 from temper.lab.measure import dmesg_sched_ext, idle_util, latency_figures, read_cpu_times
 from temper.lab.node import RunningPod, SimulatedNode
+from temper.lab.pace import pace, paced
 from temper.lab.proof import LabPod, lab_pod, wait
 from temper.lab.variants import Variant, apply_variant, parse_variant
 from temper.policy.planner import plan_node
@@ -155,6 +156,7 @@ class Bench:
         self.facts["kernel"] = os.uname().release
         self.critical_cpus = ((os.cpu_count() or 1) - 1,)
         self.facts["disturbed_other_cpus"] = DISTURBED_OTHER_CPUS
+        self.facts["pace"] = round(pace(), 2)  # measured before any pod starts
         rate = self.calibrate()
         with SimulatedNode(CGROUP_ROOT) as node:
             running = {p.pod.name: node.add_pod(p.pod, p.containers) for p in PODS}
@@ -316,14 +318,16 @@ class Bench:
         self.set_batch(running=False)
         try:
             started = time.monotonic()
-            attached = wait(enforcing, ATTACH_TIMEOUT_S)
+            attached = wait(enforcing, paced(ATTACH_TIMEOUT_S))
             attach_s = round(time.monotonic() - started, 1)
             status = read_sched_ext(ROOT)
             self.facts["scheduler_ops"] = status.ops
             self.log(f"  scx_layered attached={attached} after {attach_s} s ({status.ops})")
             if not attached:
-                raise RuntimeError(f"{name}: scx_layered did not attach in {ATTACH_TIMEOUT_S} s")
-            wait(STATS_SOCKET_PATH.exists, 30)
+                raise RuntimeError(
+                    f"{name}: scx_layered did not attach in {paced(ATTACH_TIMEOUT_S):.0f} s"
+                )
+            wait(STATS_SOCKET_PATH.exists, paced(30))
             stats = phase_stats()
             try:
                 self.set_batch(running=True)
@@ -339,7 +343,7 @@ class Bench:
         finally:
             self.set_batch(running=False)
             code = stop()
-            stock = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, 30)
+            stock = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, paced(30))
             self.log(f"  scheduler stopped (exit {code}); stock scheduler: {stock}")
             self.settle(self.facts.get("idle_cpu_util_pct_all_started", 0.0))
             if agent_log:

@@ -46,6 +46,7 @@ from temper.lab.agentrun import (
 )
 from temper.lab.measure import percentile
 from temper.lab.node import SimulatedNode
+from temper.lab.pace import paced
 from temper.lab.proof import LabPod, lab_pod, wait
 from temper.policy.machine import MachineShape
 from temper.policy.planner import plan_node
@@ -185,7 +186,7 @@ def baseline(scx: Path, shape: MachineShape, runs: int, sampler: Sampler) -> lis
     gaps: list[float] = []
     current = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        if not wait(enforcing, LAB_START_TIMEOUT_S):
+        if not wait(enforcing, paced(LAB_START_TIMEOUT_S)):
             raise RuntimeError("scx_layered did not attach for the baseline")
         for run in range(runs):
             time.sleep(SETTLE_S)
@@ -193,7 +194,7 @@ def baseline(scx: Path, shape: MachineShape, runs: int, sampler: Sampler) -> lis
             current.send_signal(signal.SIGTERM)
             current.wait(30)
             current = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-            if not wait(enforcing, LAB_START_TIMEOUT_S):
+            if not wait(enforcing, paced(LAB_START_TIMEOUT_S)):
                 raise RuntimeError("scx_layered did not re-attach for the baseline")
             time.sleep(0.05)
             state, _ = sampler.gaps_since(start)
@@ -228,7 +229,7 @@ def replacements(
         seq = _enable_seq()
         start = time.monotonic()
         _flip_tier()
-        replaced = wait(functools.partial(_replaced, seq), LAB_START_TIMEOUT_S)
+        replaced = wait(functools.partial(_replaced, seq), paced(LAB_START_TIMEOUT_S))
         if not replaced or not agent_alive():
             raise RuntimeError(f"restart {run + 1}: the agent did not replace scx_layered")
         time.sleep(SETTLE_S)
@@ -279,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             agent = start_agent(WORK, args.scx_layered)
             try:
-                if not wait(enforcing, LAB_START_TIMEOUT_S):
+                if not wait(enforcing, paced(LAB_START_TIMEOUT_S)):
                     raise RuntimeError("the agent never enforced")
                 alive = lambda: agent.poll() is None  # noqa: E731
                 _log("idle node")
