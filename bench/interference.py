@@ -37,16 +37,32 @@ from temper_testing.lab.guestjob import (
     write_doc_block,
     write_report,
 )
+from temper_testing.lab.interference import (
+    ATTACH_TIMEOUT_S,
+    HOLD_S,
+    REMEASURES,
+    SCENARIOS,
+    WARMUP_S,
+)
+from temper_testing.lab.lcworkload import DRAIN_S, PROFILES
 from temper_testing.lab.variants import parse_variant
 from temper_testing.lab.verdict import TARGETS, mean_of, profile_verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "bench" / "reports"
-SCENARIOS = ("alone", "alone_pinned", "stock", "stock_cpu_idle", "temper")
 FIGURES = "interference-figures"  # the docs/lab.md block lab_figures() fills
 RENDER = "python bench/interference.py --render-only"
 FIGURE_DOCS = {FIGURES: ("docs/lab.md",)}  # tests/unit/test_doc_figures.py keeps them equal
-GUEST_TIMEOUT_S = 5400
+BOOT_AND_SETUP_S = 900  # boot, calibration, workloads, and the report at the end: a ceiling
+
+
+def guest_timeout_s(repeats: int, duration_s: float, variants: int) -> float:
+    """The guest's ceiling from the run's plan: every phase measured the most times it can be,
+    every enforced phase waiting its whole attach timeout."""
+    phases = repeats * (len(SCENARIOS) + variants) * len(PROFILES)
+    enforced = repeats * (1 + variants)
+    per_phase = (duration_s + WARMUP_S + DRAIN_S) * (1 + REMEASURES)
+    return BOOT_AND_SETUP_S + phases * per_phase + enforced * (ATTACH_TIMEOUT_S + HOLD_S + 30)
 
 
 def main() -> int:
@@ -89,7 +105,7 @@ def main() -> int:
             f"--duration-s={args.duration_s}",
             *(f"--variant={v}" for v in args.variant),
         ],
-        timeout_s=GUEST_TIMEOUT_S,
+        timeout_s=guest_timeout_s(args.repeats, args.duration_s, len(args.variant)),
         accel=lab_accel(args.cpu) if args.cpu else None,
         kernel_args=MEASURE_KERNEL_ARGS,
     )
@@ -155,7 +171,7 @@ def build_report(
     return report
 
 
-def scenario_figures(guest: dict[str, Any], profile: str, scenarios: list[str]) -> dict:
+def scenario_figures(guest: dict[str, Any], profile: str, scenarios: list[str]) -> dict[str, Any]:
     """Per scenario: percentiles pooled over repeats, and means of the per-phase figures."""
     out = {}
     for name in scenarios:
@@ -197,18 +213,20 @@ def enforcement(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 SHOWN_COUNTERS = (
+    "util",
     "total",
+    "sel_local",
+    "enq_wakeup",
     "preempt",
     "preempt_fail",
-    "excl_preempt",
-    "keep_fail_busy",
     "enq_expire",
+    "keep_fail_busy",
 )
 
 
 def layer_counters(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """Per enforced scenario and layer: the median over its phases of scx_layered's counters
-    (fractions of the layer's scheduling events, read at each phase's end)."""
+    (over each phase, on one stats connection held from the batch's start to its end)."""
     seen: dict[str, dict[str, dict[str, list[float]]]] = {}
     for r in runs:
         for layer, counters in (r.get("layers_at_end") or {}).items():
@@ -248,8 +266,12 @@ def caveats(report: dict[str, Any]) -> list[str]:
         "Verdicts are the median of per-repeat ratios (each ratio within one interleaved round), "
         "with the range beside; 'one repeat decides' marks a verdict that leaving out any single "
         "repeat would flip. Pooled percentiles are shown for reference only.",
-        f"Pooled p99.9 rests on about {int(st['duration_s'] * 100)} light samples per repeat "
-        "(a handful above it per repeat): read it with the per-repeat table.",
+        "A phase's p99.9 rests on "
+        + ", ".join(
+            f"{round(st['duration_s'] * 1e6 / p['period_us'] * p['burst'])} {name} samples"
+            for name, p in st["profiles"].items()
+        )
+        + " (one or two above it): read it with the per-repeat table.",
     ]
     if "thread=single" in vm["accel"]:
         notes.append(
@@ -260,10 +282,30 @@ def caveats(report: dict[str, Any]) -> list[str]:
             "costs the LC more guest CPU time when the other vCPU is busy. docs/lab.md has why "
             "multi-threaded TCG is not used (the guest kernel oopses in text patching)."
         )
+    notes.append(host_disturbance_note(report))
     dropped = report["enforcement"]["dropped"]
     if dropped:
         notes.append(f"scx_layered did not stay attached in: {', '.join(dropped)}.")
     return notes
+
+
+def host_disturbance_note(report: dict[str, Any]) -> str:
+    """How many phases the host disturbed (the guest measured them again), from the runs."""
+    runs = report["runs"]
+    metered = [r for r in runs if "host" in r]
+    if not metered:
+        return "The host's CPU use was not metered per phase in this run (before 2026-12-03)."
+    again = [r for r in runs if r.get("disturbed_attempts")]
+    attempts = sum(len(r["disturbed_attempts"]) for r in again)
+    limit = report["facts"].get("disturbed_other_cpus")
+    still = [r for r in metered if limit is not None and r["host"]["other_cpus"] > limit]
+    worst = max(r["host"]["other_cpus"] for r in metered)
+    return (
+        f"The host's CPU use was metered per phase: {len(again)} of {len(runs)} phases were "
+        f"measured again ({attempts} attempts in all, kept in the JSON) because the host ran "
+        f"more than {limit} CPUs of other work beside the guest; {len(still)} stayed above it "
+        f"after the last attempt; the worst kept phase had {worst} CPUs of other work."
+    )
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -396,8 +438,13 @@ def _counters_section(report: dict[str, Any]) -> list[str]:
         "",
         "## scx_layered's counters at each enforced phase's end (median over phases)",
         "",
-        "Fractions of each layer's scheduling events in scx_layered's last stats interval "
-        "(its `stats.rs`).",
+        "Over each enforced phase (one stats connection held from the batch's start to the "
+        "phase's end; scx_layered's `stats.rs`): `util` is CPU use in % of one CPU, `total` "
+        "the count of scheduling events, the rest % of those events: `sel_local` woke onto an "
+        "idle CPU and ran at once, `enq_wakeup` queued after a wake-up, `preempt` preempted "
+        "another task, `preempt_fail` tried to and found none it could (a preempting layer "
+        "does not preempt its own tasks), `enq_expire` queued again after its slice ran out, "
+        "`keep_fail_busy` was not let run on past its slice because others waited.",
         "",
         f"| scenario | layer | CPUs | slice us | {' | '.join(SHOWN_COUNTERS)} |",
         "|---|---|---:|---:|" + "---:|" * len(SHOWN_COUNTERS),
@@ -418,16 +465,19 @@ def _raw_section(report: dict[str, Any]) -> list[str]:
         "## Raw figures per phase",
         "",
         "| repeat | scenario | profile | p50 us | p99 us | p99.9 us | LC CPU us/req "
-        "| batch iter/s | node CPU % | lost | late sends | attached whole phase |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| batch iter/s | node CPU % | lost | late sends | host other CPUs | measured again "
+        "| attached whole phase |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["runs"]:
         held = r.get("enforced_whole_phase", "")
+        host = r.get("host", {}).get("other_cpus", "")
+        again = len(r.get("disturbed_attempts", []))
         lines.append(
             f"| {r['repeat']} | {r['scenario']} | {r['profile']} | {r['lc_p50_us']} | "
             f"{r['lc_p99_us']} | {r['lc_p999_us']} | {r['lc_cpu_us_per_request']} | "
             f"{r['batch_ops_per_s']} | {r['cpu_util_pct']} | {r['lost']} | {r['late_sends']} | "
-            f"{held} |"
+            f"{host} | {again} | {held} |"
         )
     e = report["enforcement"]
     lines += [
@@ -444,6 +494,26 @@ def _raw_section(report: dict[str, Any]) -> list[str]:
 def doc_figures(report: dict[str, Any]) -> dict[str, str]:
     """Block name -> the text docs/lab.md quotes (`FIGURE_DOCS`), from the report."""
     return {FIGURES: lab_figures(report)}
+
+
+def _layers_paragraph(report: dict[str, Any]) -> list[str]:
+    """What scx_layered counted under `temper`, in a sentence (absent before the held
+    connection, 2026-12-03)."""
+    layers = (report.get("layer_counters") or {}).get("temper", {})
+    critical, host = layers.get("critical", {}), layers.get("host", {})
+    if not critical.get("total"):
+        return []
+    return [
+        "",
+        f"scx_layered's counters under `temper` (median over phases): the critical layer used "
+        f"{critical['util']:.1f}% of a CPU; of its scheduling events, {critical['sel_local']:.1f}% "
+        f"woke onto its idle CPU and ran at once and {critical['enq_wakeup']:.1f}% queued after "
+        f"a wake-up ({critical['preempt_fail']:.1f}% looked for a CPU to preempt and found "
+        f"none: the critical CPU was running another of the pod's own tasks, which a critical "
+        f"task does not preempt), {critical['preempt']:.1f}% preempted another task. "
+        f"The host layer (the agent, scx_layered's own daemon, the harness) used "
+        f"{host.get('util', 0.0):.1f}% of a CPU, on the CPU the batch pods share.",
+    ]
 
 
 def lab_figures(report: dict[str, Any]) -> str:
@@ -481,6 +551,8 @@ def lab_figures(report: dict[str, Any]) -> str:
                     f"| {profile} | {scenario} | {f['pod_cpus'].get('lc')} | "
                     f"{f['lc_cpu_us_per_request']} |"
                 )
+    lines += _layers_paragraph(report)
+    lines += ["", host_disturbance_note(report)]
     e = report["enforcement"]
     lines += [
         "",

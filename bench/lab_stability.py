@@ -34,6 +34,7 @@ from temper_testing.lab.guestjob import (
     write_doc_block,
     write_report,
 )
+from temper_testing.lab.provision import lab_cache
 from temper_testing.lab.qemu import Accel
 from temper_testing.lab.stability import kernel_trouble
 
@@ -71,6 +72,10 @@ def main() -> int:
     boots: list[dict[str, Any]] = []
     vm: dict[str, Any] = {}
     started = time.monotonic()
+    cycles = 0 if args.storm else args.cycles
+    # A long proof cut short keeps what it saw: the boots so far, rewritten after each one.
+    partial = lab_cache() / "lab-stability-partial.json"
+    print(f"stability: the boots so far go to {partial}", file=sys.stderr)
     for n in range(args.boots):
         try:
             job = run_module(
@@ -85,7 +90,8 @@ def main() -> int:
             vm = job.vm
             boots.append({"boot": n, "crashed": False, "exit": job.returncode, **job.report})
         print(f"stability: boot {n + 1}/{args.boots}: {summary_line(boots[-1])}", file=sys.stderr)
-    cycles = 0 if args.storm else args.cycles
+        so_far = build_report(boots, vm, cycles, round(time.monotonic() - started))
+        partial.write_text(json.dumps(so_far, indent=1) + "\n")
     report = build_report(boots, vm, cycles, round(time.monotonic() - started))
     report["storm_toggles_per_boot"] = args.storm
     stem = "lab-stability-storm" if args.storm else "lab-stability"

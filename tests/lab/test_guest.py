@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from temper_testing.lab.errors import LabError
+from temper_testing.lab.hostmeter import HostSample
 from temper_testing.lab.provision import LabKernel
 from temper_testing.lab.vm import run_in_guest
 
@@ -27,6 +28,7 @@ echo "repo=$(cat {repo}/marker)"
 test -e {hidden} || echo hidden=yes
 touch {repo}/written 2>/dev/null || echo repo_readonly=yes
 echo from-guest > {out}/result.txt && echo out_written=yes
+sleep 2; echo "meter=$TEMPER_LAB_HOST_METER $(cat "$TEMPER_LAB_HOST_METER")"
 exit 7
 """
 
@@ -47,7 +49,13 @@ def test_the_guest_runs_the_lab_kernel_with_smt_and_shares(
     script = CHECKS.format(repo=repo, out=out, hidden=hidden)
 
     result = run_in_guest(
-        lab_kernel, script, cpus=4, cores=2, threads=2, shares=[(repo, False), (out, True)]
+        lab_kernel,
+        script,
+        cpus=4,
+        cores=2,
+        threads=2,
+        shares=[(repo, False), (out, True)],
+        host_meter=out / "meter",
     )
 
     seen = parse_lines(result.output)
@@ -62,6 +70,12 @@ def test_the_guest_runs_the_lab_kernel_with_smt_and_shares(
     assert seen.get("out_written") == "yes"
     assert (out / "result.txt").read_text() == "from-guest\n"
     assert not (repo / "written").exists()
+    # The host's live CPU figures reach the guest (temper_testing.lab.hostmeter).
+    path, sample = seen["meter"].split(" ", 1)
+    assert path == str((out / "meter").resolve())
+    meter = HostSample.parse(sample)
+    assert meter.qemu_s > 0
+    assert meter.busy_s >= meter.qemu_s
     # Multi-threaded TCG: each vCPU thread pinned to a host CPU, round robin.
     assert lab_kernel.accel.tcg_threads == "multi"
     host_cpus = sorted(os.sched_getaffinity(0))

@@ -18,7 +18,13 @@ from temper_testing.lab.errors import LabError
 from temper_testing.lab.image import extract_vmlinux, missing_config
 from temper_testing.lab.provision import PIN_ENV, LabKernel, debian_mirror, provision_kernel
 from temper_testing.lab.qemu import LabQemu, host_codename, provision_qemu, version_key
-from temper_testing.lab.vm import _forward_lines, parse_result_port, plan_shares, qemu_command
+from temper_testing.lab.vm import (
+    _forward_lines,
+    parse_result_port,
+    plan_shares,
+    qemu_command,
+    run_in_guest,
+)
 
 
 def stanza(package: str, version: str = "1") -> str:
@@ -132,6 +138,12 @@ def test_shares_are_checked_and_listed_parents_first(tmp_path: Path) -> None:
     (tmp_path / "a,b").mkdir()
     with pytest.raises(LabError, match="cannot share"):
         plan_shares([(tmp_path / "a,b", False)])
+
+
+def test_the_host_meter_must_be_in_a_writable_share(tmp_path: Path) -> None:
+    kernel = LabKernel("7.3.4", tmp_path / "vmlinuz", tmp_path / "initrd", tmp_path)
+    with pytest.raises(LabError, match="not in a writable share"):
+        run_in_guest(kernel, "true\n", shares=[(tmp_path, False)], host_meter=tmp_path / "m")
 
 
 def test_the_qemu_command_is_single_threaded_tcg_with_an_smt_topology(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from builders import make_pod
@@ -77,6 +79,29 @@ def test_critical_gets_whole_exclusive_cores_for_its_requests() -> None:
     assert (critical.protected, critical.exclusive, critical.preempt) == (True, True, True)
     # 2.5 CPUs of exclusive work need 3 cores, i.e. 6 CPUs with their idle siblings.
     assert critical.cpus_range == (6, 6)
+
+
+def test_only_the_batch_tiers_run_short_slices_and_the_scheduler_is_told() -> None:
+    pods = [
+        make_pod("checkout", G, request=1000, limit=1000, priority_class="temper-critical"),
+        make_pod("trainer", B, request=1000, priority_class="temper-low"),
+        make_pod("etl", B, request=1000, priority_class="temper-background"),
+    ]
+    plan = plan_node(pods, NODE16)
+    slices = {spec.name: spec.slice_us for spec in plan.layers}
+    assert slices == {
+        "critical": None,
+        "high": None,
+        "normal": None,
+        "low": 5000,
+        "background": 5000,
+        "host": None,
+    }
+    rendered = {spec["name"]: spec["kind"] for spec in json.loads(plan.config_json())}
+    assert rendered["low"] == {
+        "Open": {"slice_us": 5000, "weight": rendered["low"]["Open"]["weight"]}
+    }
+    assert "slice_us" not in rendered["critical"]["Confined"]
 
 
 def test_critical_without_limits_may_grow_to_all_cores_but_one() -> None:

@@ -40,6 +40,8 @@ Approach
      cores but one;
    - high and normal: Grouped; at least the cores their requests need, at most what their
      limits need or everything critical does not hold;
+   - low and background: Open, with a 5 ms slice instead of scx_layered's 20 ms, so a batch
+     task a critical wake-up finds on its CPU yields sooner when preemption is late;
    - utilization bands: a per-tier target ceiling, lowered in proportion to how far the pods
      may burst above their requests (limits over requests), and divided by the SMT width for an
      exclusive layer, whose idle siblings cap its per-CPU utilization;
@@ -116,6 +118,11 @@ class PlanSettings:
     # No band goes below this ceiling, however bursty the pods: a layer must still be able to
     # shrink when idle.
     util_floor: float = 0.2
+    # The batch tiers run 5 ms slices, not scx_layered's 20 ms: where a critical wake-up finds a
+    # batch task on the CPU and preemption is late, the task yields within 5 ms. In the lab it
+    # cut the critical pod's p99 beside batch and batch still kept its share of the CPU
+    # (docs/lab.md, the slice5ms experiment).
+    batch_slice_us: int = 5000
 
 
 @dataclass(frozen=True)
@@ -389,7 +396,9 @@ def _size_layer(
     settings: PlanSettings,
 ) -> LayerSpec:
     if layer.kind is LayerKind.OPEN:
-        return replace(layer, weight=weight, comment=_comment(layer, pods))
+        batch = layer.tier in (Tier.LOW, Tier.BACKGROUND)
+        slice_us = settings.batch_slice_us if batch else None
+        return replace(layer, weight=weight, slice_us=slice_us, comment=_comment(layer, pods))
     exclusive = layer.kind is LayerKind.CONFINED
     cores = budget.claim(layer.name, pods, exclusive)
     tpc = shape.threads_per_core

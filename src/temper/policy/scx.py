@@ -46,7 +46,7 @@ ATTACH_WHEN_FREE = "--attach-when-free"
 # The fields of scx_layered 1.1.2's LayerSpec and each LayerKind that Temper writes. A field
 # outside these sets would be dropped silently by the scheduler, so `check_config` refuses it.
 SPEC_FIELDS = frozenset({"name", "comment", "matches", "kind"})
-COMMON_FIELDS = frozenset({"weight", "preempt", "exclusive"})
+COMMON_FIELDS = frozenset({"weight", "preempt", "exclusive", "slice_us"})
 SIZED_FIELDS = COMMON_FIELDS | {"util_range", "cpus_range", "protected"}
 KIND_FIELDS: dict[str, frozenset[str]] = {
     "Confined": SIZED_FIELDS,
@@ -102,6 +102,7 @@ class LayerSpec:
     protected: bool = False
     exclusive: bool = False
     preempt: bool = False
+    slice_us: int | None = None  # None: scx_layered's default slice (20 ms in 1.1.2)
     comment: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -113,6 +114,8 @@ class LayerSpec:
         for flag in ("protected", "exclusive", "preempt"):
             if getattr(self, flag):
                 body[flag] = True
+        if self.slice_us is not None:
+            body["slice_us"] = self.slice_us
         body["weight"] = self.weight
         spec: dict[str, Any] = {"name": self.name}
         if self.comment:

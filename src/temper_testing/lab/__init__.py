@@ -13,9 +13,11 @@ real cgroups and workloads, started by the project's own tooling. This package i
     __main__.py    `python -m temper_testing.lab provision | run [...] -- COMMAND...`
     guestjob.py    run one of this package's modules in a guest and collect its JSON (for the
                    bench drivers)
+    hostmeter.py   the host's CPU use, written into the guest while it runs
 
 and the programs that run inside the guest: node.py (the simulated kubelet node), proof.py,
-faults.py, interference.py (with lcworkload.py and measure.py), restartgap.py, cpulimit.py.
+faults.py, interference.py (with lcworkload.py and measure.py), restartgap.py, cpulimit.py;
+their waits on the guest's own work follow its measured speed (pace.py).
 
 Nothing in the product imports this package; the tests of the lab tier (tests/lab) do.
 

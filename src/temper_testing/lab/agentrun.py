@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from temper.host.sched_ext import read_sched_ext
+from temper_testing.lab.pace import paced
 
-# scx_layered attaches in 15-35 s under TCG (docs/lab.md), longer on a busy host; leave room.
+# scx_layered attaches in 15-35 s in a quiet lab guest (docs/lab.md); the agent is given this
+# at the guest's pace (`temper_testing.lab.pace`), and so are the programs that wait for it.
 LAB_START_TIMEOUT_S = 180
 AGENT_LOG = "agent.log"
 
@@ -32,7 +34,7 @@ def agent_argv(work: Path, scx_layered: Path, profiles: Sequence[Path] = ()) -> 
         "--scx-layered",
         str(scx_layered),
         "--start-timeout-s",
-        str(LAB_START_TIMEOUT_S),
+        f"{paced(LAB_START_TIMEOUT_S):.0f}",
     ]
     for profile in profiles:
         argv += ["--profile", str(profile)]
@@ -53,11 +55,11 @@ def stop_agent(
     agent: subprocess.Popen[bytes], timeout_s: float = 60, sig: int = signal.SIGTERM
 ) -> int | None:
     """SIGTERM the agent (it puts the node back on the stock scheduler); SIGKILL if it hangs.
-    Its exit status, or None when it had to be killed. A scx_layered started directly stops
-    the same way on `sig=SIGINT` (it detaches and exits)."""
+    Its exit status, or None when it had to be killed (`timeout_s` is a quiet lab guest's, paced).
+    A scx_layered started directly stops the same way on `sig=SIGINT` (it detaches and exits)."""
     agent.send_signal(sig)
     try:
-        return agent.wait(timeout_s)
+        return agent.wait(paced(timeout_s))
     except subprocess.TimeoutExpired:
         agent.kill()
         agent.wait()

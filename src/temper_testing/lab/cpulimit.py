@@ -32,6 +32,7 @@ from temper.policy.pods import parse_pod
 from temper.policy.tiers import QosClass
 from temper_testing.lab.agentrun import LAB_START_TIMEOUT_S, enforcing, start_agent, stop_agent
 from temper_testing.lab.node import Container, SimulatedNode, Thread
+from temper_testing.lab.pace import paced
 from temper_testing.lab.proof import LabPod, lab_pod, wait
 
 ROOT = Path("/")
@@ -139,7 +140,7 @@ def temper_phase(args: argparse.Namespace, cgroup: Path) -> dict[str, Any]:
     agent = start_agent(WORK, args.scx_layered)
     try:
         started = time.monotonic()
-        if not wait(enforcing, LAB_START_TIMEOUT_S):
+        if not wait(enforcing, paced(LAB_START_TIMEOUT_S)):
             raise RuntimeError("the agent never enforced")
         attach_s = round(time.monotonic() - started, 1)
         seq = read_sched_ext(ROOT).enable_seq

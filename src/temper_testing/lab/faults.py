@@ -43,6 +43,7 @@ from temper_testing.lab.agentrun import (
     stop_agent,
 )
 from temper_testing.lab.node import RunningPod, SimulatedNode
+from temper_testing.lab.pace import paced
 from temper_testing.lab.proof import lab_pod, wait
 
 ROOT = Path("/")
@@ -99,7 +100,7 @@ class Faults:
             running = {p.pod.name: node.add_pod(p.pod, p.containers) for p in PODS}
             agent = start_agent(WORK, self.scx_layered)
             try:
-                ok = wait(enforcing, LAB_START_TIMEOUT_S)
+                ok = wait(enforcing, paced(LAB_START_TIMEOUT_S))
                 self.check("enforcing", ok, read_sched_ext(ROOT).enable_seq)
                 if not ok:
                     return
@@ -169,7 +170,7 @@ class Faults:
         reasons = sorted({str(t["reason"]) for t in window})
         held = read_sched_ext(ROOT).enable_seq == seq and read_sched_ext(ROOT).is_ours()
         stalled = any("exited (stall)" in r for r in reasons)
-        settled = wait(lambda: enforcing() or _parked(self.log), 240)
+        settled = wait(lambda: enforcing() or _parked(self.log), paced(240))
         self.check(
             "A4 RT task monopolising a CPU",
             (held or stalled) and starts <= 3 and settled,

@@ -2,7 +2,9 @@
 
 The benchmark drivers under `bench/` use it: the module runs as root in a 2-vCPU guest (no
 SMT; the lab's TCG mode, docs/lab.md) with the repository shared read-only and a scratch
-directory shared writable, and writes its JSON there through `--out`. `GuestJob.vm` says how
+directory shared writable, and writes its JSON there through `--out`. The host writes its own
+CPU use into that directory while the guest runs (`temper_testing.lab.hostmeter`), so the module can
+tell a phase disturbed from outside the guest. `GuestJob.vm` says how
 the guest ran (QEMU's version, TCG mode, CPU model) and what else the host ran meanwhile.
 """
 
@@ -31,6 +33,8 @@ MEMORY_MB = 2048
 # (bench/reports/lab-costs.md), noise the scheduler under test did not cause. Hardware's idle
 # exits cost microseconds. Each spinning vCPU holds its own host core.
 MEASURE_KERNEL_ARGS = ("idle=poll",)
+# In the scratch share: the host's CPU use, live (temper_testing.lab.hostmeter).
+HOST_METER = "host-meter"
 
 
 def pinned_scx_layered() -> Path:
@@ -88,6 +92,7 @@ def run_module(
             accel=accel,
             kernel_args=kernel_args,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
+            host_meter=shared / HOST_METER,
         )
         report = json.loads(out.read_text()) if out.is_file() else {}
         kept = None
@@ -151,7 +156,8 @@ def write_doc_block(name: str, command: str, body: str, doc: Path) -> None:
 
 
 def write_report(out: Path, stem: str, report: dict[str, Any], markdown: str) -> Path:
-    """Write OUT/STEM.json and OUT/STEM.md; print the JSON's path (the drivers' last line)."""
+    """Write the report into OUT as STEM.json and as Markdown beside it; print the JSON's
+    path (the drivers' last line)."""
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{stem}.json"
     json_path.write_text(json.dumps(report, indent=1) + "\n")

@@ -36,12 +36,14 @@ from typing import Any
 
 from temper_testing.lab.agentrun import AGENT_LOG, agent_argv, stop_agent
 from temper_testing.lab.node import SimulatedNode
+from temper_testing.lab.pace import pace, paced
 from temper_testing.lab.proof import PODS
 
 # The planted partial-affinity fault: one high-tier container pinned to one CPU of the high
 # layer (the guest's CPUs 2-3), so the pin does not touch the critical core.
 PINNED_POD, PINNED_CPUS = "cart", "3"
-SETTLE_S = 240.0  # scx_layered attaches in 18-35 s under TCG; the agent samples within seconds
+# scx_layered attaches in 18-35 s in a quiet lab guest; paced (temper_testing.lab.pace).
+SETTLE_S = 240.0
 LINT_INTERVAL_S = 10.0  # the agent's default: verdicts are at most this old
 
 
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work: Path = args.work
     (work / "pods").mkdir(parents=True, exist_ok=True)
     port = free_port()
-    result: dict[str, Any] = {"error": None}
+    result: dict[str, Any] = {"error": None, "pace": round(pace(), 2)}
     with mounted_tracefs(args.tracefs), SimulatedNode(args.cgroup_root, require_cpu=False) as node:
         for p in PODS:
             running = node.add_pod(p.pod, p.containers)
@@ -103,7 +105,7 @@ def observe(base: str, enforce: bool, trace_seconds: float) -> dict[str, Any]:
         every_tier = all(t["samples"] > 0 for t in doc["tiers"] if t["pods"])
         return doc if every_tier and pods <= set(doc["pressure"]["pods"]) else None
 
-    first = wait_for(settled, SETTLE_S)
+    first = wait_for(settled, paced(SETTLE_S))
     time.sleep(LINT_INTERVAL_S + 1)  # the linter runs again, now on the settled mode
     document = get_json(f"{base}/observe")
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as answer:

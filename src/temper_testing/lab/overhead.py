@@ -39,6 +39,7 @@ from temper.policy.pods import parse_pod
 from temper_testing.lab.agentrun import AGENT_LOG, agent_argv, stop_agent
 from temper_testing.lab.node import Container, SimulatedNode, Thread
 from temper_testing.lab.observe import free_port, get_json, wait_for
+from temper_testing.lab.pace import paced
 
 TIERS = (  # (PriorityClass, pods)
     ("temper-critical", 5),
@@ -138,7 +139,7 @@ def measure(args: argparse.Namespace, observe: str) -> dict[str, Any]:
     with (args.work / AGENT_LOG).open("ab") as log:
         agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: {"ok": True} if _ready(base) else None, 240)
+        wait_for(lambda: {"ok": True} if _ready(base) else None, paced(240))
         time.sleep(args.warmup_s)
         before = _observe(base, observe)
         cpu_before, wall_before = cpu_seconds(agent.pid), time.monotonic()
@@ -179,7 +180,7 @@ def _observe(base: str, observe: str) -> dict[str, Any]:
     if observe == "off":  # no snapshot without observation; the counters stay at zero
         empty = {"samples": 0, "skipped": 0}
         return {"sampler": empty, "mode": {"mode": "unobserved"}, "tiers": []}
-    return wait_for(lambda: get_json(f"{base}/observe"), 60)
+    return wait_for(lambda: get_json(f"{base}/observe"), paced(60))
 
 
 def scrape_for(base: str, duration_s: float) -> int:

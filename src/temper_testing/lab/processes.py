@@ -1,15 +1,16 @@
 """Workload processes for the simulated node: start held, place, release, await, kill.
 
-A process must be in its container's cgroup before it starts its threads, or they would run for a
-moment in the wrong cgroup. So `spawn_workload` starts `python -m temper_testing.lab.workload` held
-on a pipe; the caller moves it (writes its pid into `cgroup.procs`), then `release` writes the byte
-it waits for. The pipe stays open afterwards as a lifeline: when this process dies without cleaning
-up, the workload reads end of file and exits, so no spinner outlives its parent. That costs one
-descriptor per running workload. `await_ready` waits until each has named its threads; `kill` sends
+A process must be in its container's cgroup before it starts its threads, or they would run for
+a moment in the wrong cgroup. So `spawn_workload` starts `python -m temper_testing.lab.workload`
+held on a pipe; the caller moves it (writes its pid into `cgroup.procs`), then `release` writes
+the byte it waits for. The pipe stays open afterwards as a lifeline: when this process dies
+without cleaning up, the workload reads end of file and exits, so no spinner outlives its
+parent. That costs one descriptor per running workload. `await_ready` waits until each has named
+its threads (`READY_TIMEOUT_S` at the guest's pace, `temper_testing.lab.pace`); `kill` sends
 SIGKILL and reaps.
 
 Several workloads start at once: spawn them all, place and release each, then await them all,
-so their interpreters start in parallel (about a second each in a TCG guest).
+so their interpreters start in parallel (about 2 s each in a quiet lab guest).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from temper_testing.checkout import src_dir
 from temper_testing.lab.errors import LabError
+from temper_testing.lab.pace import pace, workload_env
 
 WORKLOAD_MODULE = "temper_testing.lab.workload"
-# Python starts in ~50 ms on the host and in about a second in a TCG guest: 30 s is a hang.
+# Python starts in ~50 ms on the host and in about 2 s in a quiet lab guest: 30 s, paced, is a hang.
 READY_TIMEOUT_S = 30.0
 KILL_WAIT_S = 10.0  # SIGKILL cannot be caught; longer means a task stuck in the kernel
 
@@ -66,7 +68,7 @@ def spawn_workload(args: Sequence[str]) -> WorkloadProcess:
             pass_fds=(start_read, ready_write),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            env=_workload_env(),
+            env=workload_env(),
         )
     except OSError as exc:
         os.close(start_write)
@@ -86,8 +88,11 @@ def release(process: WorkloadProcess) -> None:
         raise WorkloadError(f"workload process {process.pid} exited before it started") from exc
 
 
-def await_ready(processes: Sequence[WorkloadProcess], timeout_s: float = READY_TIMEOUT_S) -> None:
-    """Wait until each released process has named its threads; WorkloadError if one cannot."""
+def await_ready(processes: Sequence[WorkloadProcess], timeout_s: float | None = None) -> None:
+    """Wait until each released process has named its threads; WorkloadError if one cannot.
+    The wait is `timeout_s`, or `READY_TIMEOUT_S` at the guest's pace."""
+    if timeout_s is None:
+        timeout_s = READY_TIMEOUT_S * pace()
     deadline = time.monotonic() + timeout_s
     with selectors.DefaultSelector() as selector:  # not select(): descriptors may pass 1024
         for process in processes:
@@ -95,8 +100,11 @@ def await_ready(processes: Sequence[WorkloadProcess], timeout_s: float = READY_T
         while selector.get_map():
             events = selector.select(max(deadline - time.monotonic(), 0))
             if not events:
-                pids = sorted(key.data.pid for key in selector.get_map().values())
-                raise WorkloadError(f"workload processes {pids} not ready after {timeout_s} s")
+                late = sorted(key.data.pid for key in selector.get_map().values())
+                raise WorkloadError(
+                    f"workload processes {late} not ready after {round(timeout_s, 1):g} s"
+                    f" (pace {pace():.2f}; {'; '.join(_describe(pid) for pid in late)})"
+                )
             for key, _ in events:
                 selector.unregister(key.fd)
                 _read_ready(key.data)
@@ -127,9 +135,11 @@ def _read_ready(process: WorkloadProcess) -> None:
     raise WorkloadError(f"workload process {process.pid} failed before it was ready: {status}")
 
 
-def _workload_env() -> dict[str, str]:
-    """Our environment, with the checkout's `temper` and `temper_testing` importable even where
-    they are not installed (a guest)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src_dir()), env.get("PYTHONPATH")]))
-    return env
+def _describe(pid: int) -> str:
+    """A late process's state and CPU time from /proc: is it running, waiting, or starved?"""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError as exc:
+        return f"{pid}: {exc.strerror or exc}"
+    cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return f"{pid}: state {fields[0]}, {cpu_s:.2f} s CPU, {int(fields[17])} threads"

@@ -53,6 +53,7 @@ from temper.policy.scx import Placer
 from temper.policy.tiers import QosClass
 from temper_testing.lab.agentrun import AGENT_LOG, start_agent, stop_agent
 from temper_testing.lab.node import Container, RunningPod, SimulatedNode, Thread
+from temper_testing.lab.pace import paced
 
 ROOT = Path("/")
 WORK = Path("/run/temper-lab")
@@ -139,7 +140,7 @@ class Proof:
 
     def enforcement(self, running: list[RunningPod]) -> None:
         started = time.monotonic()
-        ok = wait(_ours, 240)
+        ok = wait(_ours, paced(240))
         self.facts["attach_s"] = round(time.monotonic() - started, 1)
         if not self.check("enforcing", ok, _kernel()):
             return
@@ -158,7 +159,7 @@ class Proof:
             observed.update({name: stats[name].tasks for name in ours if name in stats})
             return all(observed.get(name) == expected[name] for name in ours)
 
-        ok = wait(counts_match, 60)
+        ok = wait(counts_match, paced(60))
         self.check("placement", ok, {"expected": expected, "observed": observed})
 
     def replacement(self, log: Path) -> None:
@@ -203,7 +204,7 @@ class Proof:
         before = read_sched_ext(ROOT).enable_seq or 0
         # The replacement just before leaves the old instance exiting: wait for it to go, so the
         # kill hits the instance that is attached, and a pid that exits first is reported.
-        one = wait(lambda: len(_pids_named("scx_layered")) == 1, 60)
+        one = wait(lambda: len(_pids_named("scx_layered")) == 1, paced(60))
         killed, gone = [], []
         for pid in _pids_named("scx_layered"):
             try:
@@ -211,14 +212,16 @@ class Proof:
                 killed.append(pid)
             except ProcessLookupError:
                 gone.append(pid)
-        stock = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, 10)
-        again = wait(lambda: _ours() and (read_sched_ext(ROOT).enable_seq or 0) > before, 240)
+        stock = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, paced(10))
+        again = wait(
+            lambda: _ours() and (read_sched_ext(ROOT).enable_seq or 0) > before, paced(240)
+        )
         detail = {"killed": killed, "exited before the kill": gone, "one instance": one}
         self.check("restart after SIGKILL", stock and again and bool(killed), _kernel() | detail)
 
     def sysrq(self) -> None:
         Path("/proc/sysrq-trigger").write_text("S")
-        stock = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, 10)
+        stock = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, paced(10))
         seq = read_sched_ext(ROOT).enable_seq
         time.sleep(10)
         quiet = (
@@ -243,7 +246,7 @@ class Proof:
             stderr=subprocess.DEVNULL,
         )
         try:
-            if not wait(lambda: read_sched_ext(ROOT).state is SchedState.ENABLED, 240):
+            if not wait(lambda: read_sched_ext(ROOT).state is SchedState.ENABLED, paced(240)):
                 self.check("foreign scheduler left alone", False, "example did not attach")
                 return
             seq = read_sched_ext(ROOT).enable_seq
@@ -251,7 +254,7 @@ class Proof:
             agent = self.start_agent()
             # Under TCG the agent takes 5-15 s to start; once it has said "foreign" it is given
             # a few more of its kernel reads, in which it must still leave the scheduler be.
-            said_foreign = wait(lambda: '"mode": "foreign"' in log.read_text()[mark:], 120)
+            said_foreign = wait(lambda: '"mode": "foreign"' in log.read_text()[mark:], paced(120))
             time.sleep(FOREIGN_HOLD_S)
             stop_agent(agent)
             status = read_sched_ext(ROOT)

@@ -51,6 +51,7 @@ from temper_testing.lab.agentrun import (
 )
 from temper_testing.lab.measure import percentile
 from temper_testing.lab.node import SimulatedNode
+from temper_testing.lab.pace import paced
 from temper_testing.lab.proof import LabPod, lab_pod, wait
 
 ROOT = Path("/")
@@ -186,7 +187,7 @@ def baseline(scx: Path, shape: MachineShape, runs: int, sampler: Sampler) -> lis
     gaps: list[float] = []
     current = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        if not wait(enforcing, LAB_START_TIMEOUT_S):
+        if not wait(enforcing, paced(LAB_START_TIMEOUT_S)):
             raise RuntimeError("scx_layered did not attach for the baseline")
         for run in range(runs):
             time.sleep(SETTLE_S)
@@ -194,7 +195,7 @@ def baseline(scx: Path, shape: MachineShape, runs: int, sampler: Sampler) -> lis
             current.send_signal(signal.SIGTERM)
             current.wait(30)
             current = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-            if not wait(enforcing, LAB_START_TIMEOUT_S):
+            if not wait(enforcing, paced(LAB_START_TIMEOUT_S)):
                 raise RuntimeError("scx_layered did not re-attach for the baseline")
             time.sleep(0.05)
             state, _ = sampler.gaps_since(start)
@@ -229,7 +230,7 @@ def replacements(
         seq = _enable_seq()
         start = time.monotonic()
         _flip_tier()
-        replaced = wait(functools.partial(_replaced, seq), LAB_START_TIMEOUT_S)
+        replaced = wait(functools.partial(_replaced, seq), paced(LAB_START_TIMEOUT_S))
         if not replaced or not agent_alive():
             raise RuntimeError(f"restart {run + 1}: the agent did not replace scx_layered")
         time.sleep(SETTLE_S)
@@ -280,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             agent = start_agent(WORK, args.scx_layered)
             try:
-                if not wait(enforcing, LAB_START_TIMEOUT_S):
+                if not wait(enforcing, paced(LAB_START_TIMEOUT_S)):
                     raise RuntimeError("the agent never enforced")
                 alive = lambda: agent.poll() is None  # noqa: E731
                 _log("idle node")

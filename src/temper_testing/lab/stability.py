@@ -32,6 +32,7 @@ from typing import Any
 
 from temper.host.sched_ext import SchedState, read_sched_ext
 from temper_testing.lab.agentrun import stop_agent
+from temper_testing.lab.pace import paced
 from temper_testing.lab.proof import wait
 
 ROOT = Path("/")
@@ -71,11 +72,13 @@ def cycle(scx_layered: Path, config: Path, log: Path) -> dict[str, Any]:
     started = time.monotonic()
     with log.open("ab") as out:
         scheduler = subprocess.Popen([str(scx_layered), f"f:{config}"], stdout=out, stderr=out)
-    attached = wait(lambda: read_sched_ext(ROOT).state is SchedState.ENABLED, ATTACH_TIMEOUT_S)
+    attached = wait(
+        lambda: read_sched_ext(ROOT).state is SchedState.ENABLED, paced(ATTACH_TIMEOUT_S)
+    )
     attach_s = round(time.monotonic() - started, 1)
     time.sleep(HELD_S)
     code = stop_agent(scheduler, sig=signal.SIGINT)
-    disabled = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, 60)
+    disabled = wait(lambda: read_sched_ext(ROOT).state is SchedState.DISABLED, paced(60))
     return {"attached": attached, "attach_s": attach_s, "exit": code, "disabled": disabled}
 
 

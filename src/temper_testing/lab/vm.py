@@ -36,6 +36,7 @@ import contextlib
 import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from temper.host.scheduler import die_with_parent
+from temper_testing.lab import hostmeter
 from temper_testing.lab.errors import LabError
 from temper_testing.lab.provision import LabKernel, lab_cache
 from temper_testing.lab.qemu import Accel
@@ -120,18 +122,26 @@ def run_in_guest(
     kernel_args: Sequence[str] = (),
     accel: Accel | None = None,
     progress: Callable[[str], None] | None = None,
+    host_meter: Path | None = None,
 ) -> GuestResult:
     """Boot a guest, run `script` (shell, as root, chrooted into the host root, cwd /), return.
 
     `kernel_args` go on the guest kernel's command line (e.g. `isolcpus=1`). `progress` gets
     each line of the job's output as it arrives (the result has all of it anyway).
     `shares` are host directories (path, writable) mounted at the same path in the guest, after
-    its tmpfs mounts over /tmp, /run and /var/tmp. Raises `LabError` when QEMU runs past
+    its tmpfs mounts over /tmp, /run and /var/tmp. With `host_meter` (a path in a writable
+    share), the host's CPU use is written there while the guest runs and the job finds it in
+    `$TEMPER_LAB_HOST_METER` (`temper_testing.lab.hostmeter`). Raises `LabError` when QEMU runs past
     `timeout_s` (it is killed) or the guest never reports an exit status; both carry the console's
     last lines. A job that exits non-zero is a result, not an error.
     """
     _check_topology(cpus, cores, threads)
     planned = plan_shares(shares)
+    if host_meter is not None:
+        host_meter = host_meter.parent.resolve() / host_meter.name  # the guest's path too
+        if not any(s.writable and host_meter.parent == s.path for s in planned):
+            raise LabError(f"host_meter {host_meter} is not in a writable share")
+        script = f"export {hostmeter.ENV}={shlex.quote(str(host_meter))}\n{script}"
     run_dir = _new_run_dir(lab_cache() / "runs")
     job = run_dir / "job.sh"
     job.write_text(script, encoding="utf-8")
@@ -147,11 +157,11 @@ def run_in_guest(
         kernel_args=kernel_args,
         accel=accel,
     )
-    start, (busy_0, steal_0), qemu_0 = time.monotonic(), _host_cpu_s(), _children_cpu_s()
+    start, (busy_0, steal_0), qemu_0 = time.monotonic(), hostmeter.host_cpu_s(), _children_cpu_s()
     pin = cpus if (accel or kernel.accel).tcg_threads == "multi" else 0
-    qemu_rc, pins = _run_qemu(command, run_dir, timeout_s, pin, progress)
+    qemu_rc, pins = _run_qemu(command, run_dir, timeout_s, pin, progress, host_meter=host_meter)
     wall_s = time.monotonic() - start
-    busy_1, steal_1 = _host_cpu_s()
+    busy_1, steal_1 = hostmeter.host_cpu_s()
     host = HostLoad(
         round((busy_1 - busy_0) / wall_s, 2),
         round((_children_cpu_s() - qemu_0) / wall_s, 2),
@@ -269,10 +279,13 @@ def _run_qemu(
     timeout_s: float,
     vcpus: int,
     progress: Callable[[str], None] | None,
+    *,
+    host_meter: Path | None = None,
 ) -> tuple[int, dict[int, int]]:
     """Run QEMU to its exit; its status and the vCPU pins (`pin_vcpus`, when `vcpus` > 0).
-    Each whole line the job writes goes to `progress` as it arrives. Past `timeout_s` QEMU is
-    killed and LabError raised."""
+    Each whole line the job writes goes to `progress` as it arrives; the host's CPU use goes to
+    `host_meter` every `hostmeter.METER_PERIOD_S`. Past `timeout_s` QEMU is killed and LabError
+    raised."""
     if shutil.which(command[0]) is None:
         raise LabError(
             f"{command[0]} not found: run `python -m temper_testing.lab provision` first"
@@ -282,6 +295,7 @@ def _run_qemu(
     returncode: int | None = None
     pins: dict[int, int] = {}
     deadline = time.monotonic() + timeout_s
+    tick = hostmeter.METER_PERIOD_S if host_meter is not None else 1.0
     with (run_dir / "qemu.log").open("wb") as log, result.open("rb") as job_output:
         proc = subprocess.Popen(
             command,
@@ -295,8 +309,11 @@ def _run_qemu(
                 pins = pin_vcpus(proc.pid, vcpus)
             while returncode is None and time.monotonic() < deadline:
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    returncode = proc.wait(timeout=min(1.0, max(deadline - time.monotonic(), 0)))
+                    returncode = proc.wait(timeout=min(tick, max(deadline - time.monotonic(), 0)))
                 _forward_lines(job_output, progress)
+                if host_meter is not None and returncode is None:
+                    with contextlib.suppress(OSError):  # QEMU exiting under us
+                        hostmeter.write_sample(host_meter, hostmeter.sample_host(proc.pid))
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -371,14 +388,6 @@ def qemu_version(accel: Accel) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LabError(f"cannot run {binary} --version: {exc}") from exc
     return done.stdout.splitlines()[0].strip() if done.stdout else "unknown"
-
-
-def _host_cpu_s() -> tuple[float, float]:
-    """Seconds the host's CPUs have been busy since boot (all CPUs together, steal included),
-    and of that, stolen by the hypervisor: the host is itself a VM sharing its cores."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    tick = os.sysconf("SC_CLK_TCK")
-    return (sum(fields) - fields[3] - fields[4]) / tick, fields[7] / tick
 
 
 def _children_cpu_s() -> float:
