@@ -19,7 +19,9 @@ from temper_testing.lab.image import extract_vmlinux, missing_config
 from temper_testing.lab.provision import PIN_ENV, LabKernel, debian_mirror, provision_kernel
 from temper_testing.lab.qemu import LabQemu, host_codename, provision_qemu, version_key
 from temper_testing.lab.vm import (
+    QUIET_BOOT_S,
     _forward_lines,
+    boot_pace,
     parse_result_port,
     plan_shares,
     qemu_command,
@@ -144,6 +146,17 @@ def test_the_host_meter_must_be_in_a_writable_share(tmp_path: Path) -> None:
     kernel = LabKernel("7.3.4", tmp_path / "vmlinuz", tmp_path / "initrd", tmp_path)
     with pytest.raises(LabError, match="not in a writable share"):
         run_in_guest(kernel, "true\n", shares=[(tmp_path, False)], host_meter=tmp_path / "m")
+
+
+def test_a_slow_boot_stretches_the_jobs_bound_by_the_same_factor(tmp_path: Path) -> None:
+    console = tmp_path / "console"
+    assert boot_pace(tmp_path) is None, "no console yet"
+    console.write_bytes(b"[    1.0] Linux version 7.3.4\n")
+    assert boot_pace(tmp_path) is None, "not up yet"
+    console.write_bytes(f"lab: ready uptime={3 * QUIET_BOOT_S:.2f}\n".encode())
+    assert boot_pace(tmp_path) == 3.0
+    console.write_bytes(b"lab: ready uptime=4.10\n")
+    assert boot_pace(tmp_path) == 1.0, "a fast boot keeps the quiet bound"
 
 
 def test_the_qemu_command_is_single_threaded_tcg_with_an_smt_topology(tmp_path: Path) -> None:
