@@ -402,7 +402,8 @@ def _profile_section(name: str, p: dict[str, Any]) -> list[str]:
 def _experiments_section(report: dict[str, Any]) -> list[str]:
     lines = [
         "",
-        "## Experiments (`temper:NAME`: the planner's config with one change)",
+        "## Experiments (`temper:NAME`: the planner's config with one change, scx_layered started"
+        " directly, without the agent)",
         "",
         "| experiment | change | profile | p99 / stock | p99.9 / stock | p99 / alone_pinned "
         "| batch % of free CPU |",
@@ -499,10 +500,23 @@ def doc_figures(report: dict[str, Any]) -> dict[str, str]:
 def _layers_paragraph(report: dict[str, Any]) -> list[str]:
     """What scx_layered counted under `temper`, in a sentence (absent before the held
     connection, 2026-12-03)."""
-    layers = (report.get("layer_counters") or {}).get("temper", {})
+    counters = report.get("layer_counters") or {}
+    layers = counters.get("temper", {})
     critical, host = layers.get("critical", {}), layers.get("host", {})
     if not critical.get("total"):
         return []
+    # The experiments run scx_layered without the agent: their host layer is the agent's absence.
+    bare = sorted(
+        layers_of.get("host", {}).get("util", 0.0)
+        for scenario, layers_of in counters.items()
+        if scenario != "temper"
+    )
+    without = (
+        f" Without the agent (the experiments below), the host layer used "
+        f"{bare[0]:.1f}-{bare[-1]:.1f}%: the difference is the agent's own CPU, emulated."
+        if bare
+        else ""
+    )
     return [
         "",
         f"scx_layered's counters under `temper` (median over phases): the critical layer used "
@@ -512,7 +526,7 @@ def _layers_paragraph(report: dict[str, Any]) -> list[str]:
         f"none: the critical CPU was running another of the pod's own tasks, which a critical "
         f"task does not preempt), {critical['preempt']:.1f}% preempted another task. "
         f"The host layer (the agent, scx_layered's own daemon, the harness) used "
-        f"{host.get('util', 0.0):.1f}% of a CPU, on the CPU the batch pods share.",
+        f"{host.get('util', 0.0):.1f}% of a CPU, on the CPU the batch pods share.{without}",
     ]
 
 
@@ -560,7 +574,12 @@ def lab_figures(report: dict[str, Any]) -> str:
         f"batch started) in {e['held']} of {e['phases']} enforced phases, the variants' included.",
     ]
     if report["experiments"]:
-        lines += ["", "Experiments in the same run, each `temper` with one change:", ""]
+        lines += [
+            "",
+            "Experiments in the same run, each the planner's config with one change, on"
+            " scx_layered started directly (no agent beside it, unlike `temper`):",
+            "",
+        ]
         lines += _experiments_section(report)[3:]
     return "\n".join(lines)
 

@@ -40,8 +40,9 @@ Approach
      cores but one;
    - high and normal: Grouped; at least the cores their requests need, at most what their
      limits need or everything critical does not hold;
-   - low and background: Open, with a 5 ms slice instead of scx_layered's 20 ms, so a batch
-     task a critical wake-up finds on its CPU yields sooner when preemption is late;
+   - low and background: Open, with a 5 ms slice instead of scx_layered's 20 ms: only critical
+     preempts, so the batch slice bounds how long a waking high or normal task waits for a CPU
+     a batch task holds;
    - utilization bands: a per-tier target ceiling, lowered in proportion to how far the pods
      may burst above their requests (limits over requests), and divided by the SMT width for an
      exclusive layer, whose idle siblings cap its per-CPU utilization;
@@ -118,10 +119,10 @@ class PlanSettings:
     # No band goes below this ceiling, however bursty the pods: a layer must still be able to
     # shrink when idle.
     util_floor: float = 0.2
-    # The batch tiers run 5 ms slices, not scx_layered's 20 ms: where a critical wake-up finds a
-    # batch task on the CPU and preemption is late, the task yields within 5 ms. In the lab it
-    # cut the critical pod's p99 beside batch and batch still kept its share of the CPU
-    # (docs/lab.md, the slice5ms experiment).
+    # The batch tiers run 5 ms slices, not scx_layered's 20 ms. Only critical preempts, so a
+    # high or normal task that wakes onto a CPU a batch task holds waits out the rest of its
+    # slice; the slice bounds that wait. The lab does not tell 5 ms from 20 ms apart on the
+    # critical tail or the batch share (docs/lab.md).
     batch_slice_us: int = 5000
 
 
