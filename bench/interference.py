@@ -410,7 +410,8 @@ def _experiments_section(report: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for name, per_profile in report["experiments"].items():
-        change = ", ".join(f"{lay}.{f}={v}" for lay, f, v in report["settings"]["variants"][name])
+        changes = report["settings"]["variants"][name]
+        change = ", ".join(f"{lay}.{f}={v}" for lay, f, v in changes) or "none (the baseline)"
         for profile, v in per_profile.items():
             lines.append(
                 f"| {name} | `{change}` | {profile} | {verdict_text(v['p99_below_stock'])} | "

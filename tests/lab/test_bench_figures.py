@@ -151,8 +151,16 @@ def test_a_variant_can_change_a_layers_kind_and_keep_its_fields() -> None:
         apply_variant(config, parse_variant('g:critical.kind="Loose"'))
 
 
+def test_a_bare_name_is_the_experiments_baseline_with_no_change() -> None:
+    variant = parse_variant("direct")
+    assert (variant.name, variant.changes, variant.scenario) == ("direct", (), "temper:direct")
+    config = [{"name": "low", "matches": [[]], "kind": {"Open": {"weight": 1}}}]
+    assert apply_variant(config, variant) == config
+
+
 @pytest.mark.parametrize(
-    "text", ["noname", ":critical.protected=false", "x:critical=1", "x:critical.slice_us=five"]
+    "text",
+    ["x:", ":critical.protected=false", "x:critical=1", "x:critical.slice_us=five", "a b"],
 )
 def test_a_malformed_variant_is_refused_with_its_text(text: str) -> None:
     with pytest.raises(LabError):

@@ -1,11 +1,17 @@
 """Planner experiments for the interference benchmark: the planned config with one change.
 
     --variant NAME:LAYER.FIELD=VALUE[,LAYER.FIELD=VALUE...]
+    --variant NAME
 
 runs, beside the shipped `temper` scenario, a scenario `temper:NAME` whose scx_layered is given
 the config the planner makes for the same pods, with each FIELD of LAYER's kind set to VALUE
 (JSON: `true`, `5000`, `[1, 1]`). LAYER `*` means every layer. FIELD `kind` changes the
-layer's kind itself (`"Grouped"`), keeping its fields. Examples:
+layer's kind itself (`"Grouped"`), keeping its fields. A bare NAME changes nothing: the planned
+config as it is, on scx_layered started the same way. Every experiment runs without the agent,
+unlike `temper`, so that is the baseline an experiment's one change is told apart against (the
+agent's own work, emulated, shows in the host layer). Examples:
+
+    direct                                   no change: the experiments' baseline
 
     unprotected:critical.protected=false     the critical layer lends its idle CPUs
     slice5ms:*.slice_us=5000                 every layer's slice 5 ms instead of 20 ms
@@ -39,10 +45,13 @@ class Variant:
 
 
 def parse_variant(text: str) -> Variant:
-    """`NAME:LAYER.FIELD=VALUE,...` -> Variant; LabError naming what is wrong."""
+    """`NAME:LAYER.FIELD=VALUE,...` or a bare `NAME` (no change) -> Variant; LabError naming
+    what is wrong."""
     name, sep, body = text.partition(":")
-    if not sep or not name or not body:
-        raise LabError(f"variant {text!r}: want NAME:LAYER.FIELD=VALUE[,...]")
+    if not name or (sep and not body) or not name.replace("-", "").replace("_", "").isalnum():
+        raise LabError(f"variant {text!r}: want NAME or NAME:LAYER.FIELD=VALUE[,...]")
+    if not sep:
+        return Variant(name, ())
     changes = []
     for item in body.split(","):
         target, eq, raw = item.partition("=")
