@@ -83,6 +83,7 @@ def main() -> int:
                 job_args,
                 timeout_s=600 + 300 * args.cycles,
                 accel=accel,
+                emulator_retries=0,  # a boot the emulator kills is what this proof counts
             )
         except LabError as exc:
             boots.append({"boot": n, "crashed": True, "kernel_trouble": kernel_trouble(str(exc))})

@@ -7,10 +7,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import pytest
 
+from temper_testing.lab import vm
 from temper_testing.lab.__main__ import parse_share
 from temper_testing.lab.agentrun import keep_logs
 from temper_testing.lab.archive import order_candidates, parse_kernel_candidates
@@ -20,7 +21,9 @@ from temper_testing.lab.provision import PIN_ENV, LabKernel, debian_mirror, prov
 from temper_testing.lab.qemu import LabQemu, host_codename, provision_qemu, version_key
 from temper_testing.lab.vm import (
     QUIET_BOOT_S,
+    EmulatorFault,
     _forward_lines,
+    _guest_error,
     boot_pace,
     parse_result_port,
     plan_shares,
@@ -157,6 +160,43 @@ def test_a_slow_boot_stretches_the_jobs_bound_by_the_same_factor(tmp_path: Path)
     assert boot_pace(tmp_path) == 3.0
     console.write_bytes(b"lab: ready uptime=4.10\n")
     assert boot_pace(tmp_path) == 1.0, "a fast boot keeps the quiet bound"
+
+
+def test_the_emulators_text_patching_oops_is_told_from_other_deaths(tmp_path: Path) -> None:
+    (tmp_path / "qemu.log").write_text("")
+    console = tmp_path / "console"
+    console.write_bytes(
+        b"[ 136.4] Oops: int3: 0000 [#1] SMP NOPTI\n ? smp_text_poke_batch_finish\n"
+    )
+    fault = _guest_error("the guest never reported an exit status", tmp_path)
+    assert isinstance(fault, EmulatorFault)
+    assert fault.run_dir == tmp_path
+    console.write_bytes(b"[ 12.0] BUG: kernel NULL pointer dereference\n")
+    other = _guest_error("the guest never reported an exit status", tmp_path)
+    assert type(other) is LabError, "a kernel bug of our own is never retried"
+
+
+def test_a_guest_the_emulator_killed_boots_again_once_and_says_where_it_died(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boots: list[int] = []
+    result = cast(vm.GuestResult, object())
+
+    def boot(*_args: object, **_kwargs: object) -> vm.GuestResult:
+        boots.append(1)
+        if len(boots) == 1:
+            raise EmulatorFault("oops", tmp_path / "first")
+        return result
+
+    monkeypatch.setattr(vm, "_boot", boot)
+    kernel = cast(LabKernel, None)
+    assert run_in_guest(kernel, "true\n", cpus=2, cores=2, threads=1) is result
+    assert len(boots) == 2
+    assert f"run kept at {tmp_path / 'first'}; booting again (1 of 1)" in capsys.readouterr().err
+    boots.clear()
+    with pytest.raises(EmulatorFault):
+        run_in_guest(kernel, "true\n", cpus=2, cores=2, threads=1, emulator_retries=0)
+    assert len(boots) == 1, "the stability proof counts such deaths: no retry there"
 
 
 def test_the_qemu_command_is_single_threaded_tcg_with_an_smt_topology(tmp_path: Path) -> None:

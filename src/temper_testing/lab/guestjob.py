@@ -69,10 +69,12 @@ def run_module(
     memory_mb: int = MEMORY_MB,
     accel: Accel | None = None,
     kernel_args: tuple[str, ...] = (),
+    emulator_retries: int = 1,
 ) -> GuestJob:
     """Run `python -m module ARGUMENTS --out FILE` in the guest; progress goes to stderr.
     `accel` overrides how QEMU runs it (default: the provisioned lab QEMU's); `kernel_args` go
-    on the guest kernel's command line (`MEASURE_KERNEL_ARGS` for a latency measurement)."""
+    on the guest kernel's command line (`MEASURE_KERNEL_ARGS` for a latency measurement);
+    `emulator_retries` is `run_in_guest`'s."""
     kernel = provision_kernel(lambda line: print(f"lab: {line}", file=sys.stderr, flush=True))
     repo = repo_root()
     with tempfile.TemporaryDirectory(prefix="temper-guestjob") as tmp:
@@ -91,6 +93,7 @@ def run_module(
             shares=[(repo, False), (shared, True)],
             accel=accel,
             kernel_args=kernel_args,
+            emulator_retries=emulator_retries,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
             host_meter=shared / HOST_METER,
         )

@@ -33,12 +33,14 @@ and where each vCPU was pinned, for the benchmark reports.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import resource
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -67,6 +69,9 @@ _VCPU_THREAD = re.compile(r"CPU (\d+)/TCG")
 _RC = b"__LAB_RC__="
 _FATAL = b"__LAB_FATAL__="
 _READY = re.compile(rb"lab: ready uptime=([0-9.]+)")
+# What the emulator's text-patching race leaves on the console (docs/adr/0006): the kernel hit
+# an int3 it had planted to patch a static key, after the patch was done. Both must be there.
+EMULATOR_OOPS = (b"Oops: int3", b"text_poke")
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ def run_in_guest(
     accel: Accel | None = None,
     progress: Callable[[str], None] | None = None,
     host_meter: Path | None = None,
+    emulator_retries: int = 1,
 ) -> GuestResult:
     """Boot a guest, run `script` (shell, as root, chrooted into the host root, cwd /), return.
 
@@ -139,7 +145,9 @@ def run_in_guest(
     bound: once the guest is up it stretches by how much slower than `QUIET_BOOT_S` the guest
     booted (`boot_pace`). Raises `LabError` when QEMU runs past it (it is killed) or the guest
     never reports an exit status; both carry the console's last lines. A job that exits non-zero
-    is a result, not an error.
+    is a result, not an error. A guest the emulator's text-patching race killed (`EmulatorFault`,
+    docs/adr/0006) is booted again, at most `emulator_retries` times, each dead run kept and
+    named on stderr; the stability proof passes 0, since counting those deaths is its job.
     """
     _check_topology(cpus, cores, threads)
     planned = plan_shares(shares)
@@ -148,6 +156,51 @@ def run_in_guest(
         if not any(s.writable and host_meter.parent == s.path for s in planned):
             raise LabError(f"host_meter {host_meter} is not in a writable share")
         script = f"export {hostmeter.ENV}={shlex.quote(str(host_meter))}\n{script}"
+    boot = functools.partial(
+        _boot,
+        kernel,
+        script,
+        planned,
+        cpus=cpus,
+        cores=cores,
+        threads=threads,
+        memory_mb=memory_mb,
+        timeout_s=timeout_s,
+        kernel_args=kernel_args,
+        accel=accel,
+        progress=progress,
+        host_meter=host_meter,
+    )
+    for attempt in range(emulator_retries):
+        try:
+            return boot()
+        except EmulatorFault as fault:
+            print(
+                f"lab: the guest died of the emulator's text-patching race (docs/adr/0006), "
+                f"run kept at {fault.run_dir}; booting again ({attempt + 1} of "
+                f"{emulator_retries})",
+                file=sys.stderr,
+                flush=True,
+            )
+    return boot()
+
+
+def _boot(
+    kernel: LabKernel,
+    script: str,
+    planned: Sequence[Share],
+    *,
+    cpus: int,
+    cores: int,
+    threads: int,
+    memory_mb: int,
+    timeout_s: float,
+    kernel_args: Sequence[str],
+    accel: Accel | None,
+    progress: Callable[[str], None] | None,
+    host_meter: Path | None,
+) -> GuestResult:
+    """One boot of `run_in_guest`'s job, in a run directory of its own."""
     run_dir = _new_run_dir(lab_cache() / "runs")
     job = run_dir / "job.sh"
     job.write_text(script, encoding="utf-8")
@@ -392,14 +445,32 @@ def _vcpu_threads(pid: int) -> dict[int, int]:
     return found
 
 
+class EmulatorFault(LabError):
+    """The guest kernel died of the emulator's text-patching race (`EMULATOR_OOPS`), not of
+    anything the job did."""
+
+    def __init__(self, message: str, run_dir: Path) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
 def _guest_error(problem: str, run_dir: Path) -> LabError:
     qemu_log = (run_dir / "qemu.log").read_text(encoding="utf-8", errors="replace").strip()
     qemu_part = f"\nQEMU said:\n{qemu_log}" if qemu_log else ""
     tail = console_tail(run_dir)
-    return LabError(
+    message = (
         f"{problem}; run directory {run_dir}{qemu_part}\n"
         f"last {CONSOLE_TAIL_LINES} console lines:\n{tail}"
     )
+    try:
+        console = (run_dir / "console").read_bytes()
+    except OSError:
+        console = b""
+    if all(mark in console for mark in EMULATOR_OOPS):
+        return EmulatorFault(
+            f"the emulator's text-patching race (docs/adr/0006): {message}", run_dir
+        )
+    return LabError(message)
 
 
 def qemu_version(accel: Accel) -> str:
