@@ -153,8 +153,8 @@ def lab_figures(report: dict[str, Any]) -> str:
         f"From `bench/reports/lab-stability.json` ({report['date']}, {vm['qemu'].split(' (')[0]}, "
         f"`-accel {vm['accel']} -cpu {vm['cpu_model']}`, {vm['cpus']} vCPUs): "
         f"{report['boots']} boots, {report['enables']} scx_layered enables and "
-        f"{report['disables']} disables under load; {report['boots_crashed']} boots crashed, "
-        f"{report['boots_with_kernel_trouble']} logged an oops, BUG, warning or panic: "
+        f"{report['disables']} disables under load; boots crashed: {report['boots_crashed']}, "
+        f"with an oops, BUG, warning or panic logged: {report['boots_with_kernel_trouble']}; "
         f"**{'clean' if report['clean'] else 'NOT clean'}**."
     )
 
