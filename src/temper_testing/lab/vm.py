@@ -69,9 +69,9 @@ _VCPU_THREAD = re.compile(r"CPU (\d+)/TCG")
 _RC = b"__LAB_RC__="
 _FATAL = b"__LAB_FATAL__="
 _READY = re.compile(rb"lab: ready uptime=([0-9.]+)")
-# What the emulator's text-patching race leaves on the console (docs/adr/0006): the kernel hit
-# an int3 it had planted to patch a static key, after the patch was done. Both must be there.
-EMULATOR_OOPS = (b"Oops: int3", b"text_poke")
+# The emulator's text-patching race (docs/adr/0006) kills the guest with an int3 oops.
+_INT3_OOPS = b"Oops: int3"
+_CODE_LINE = re.compile(rb"Code: ((?:[0-9a-f]{2} )*)<([0-9a-f]{2})>")
 
 
 @dataclass(frozen=True)
@@ -145,9 +145,10 @@ def run_in_guest(
     bound: once the guest is up it stretches by how much slower than `QUIET_BOOT_S` the guest
     booted (`boot_pace`). Raises `LabError` when QEMU runs past it (it is killed) or the guest
     never reports an exit status; both carry the console's last lines. A job that exits non-zero
-    is a result, not an error. A guest the emulator's text-patching race killed (`EmulatorFault`,
-    docs/adr/0006) is booted again, at most `emulator_retries` times, each dead run kept and
-    named on stderr; the stability proof passes 0, since counting those deaths is its job.
+    is a result, not an error, unless the emulator's text-patching race oopsed the kernel
+    meanwhile (`EmulatorFault`, docs/adr/0006): such a guest is booted again, at most
+    `emulator_retries` times, each dead run kept and named on stderr; the stability proof passes
+    0, since counting those deaths is its job.
     """
     _check_topology(cpus, cores, threads)
     planned = plan_shares(shares)
@@ -234,6 +235,8 @@ def _boot(
         raise _guest_error(
             f"the guest never reported an exit status (QEMU exit {qemu_rc})", run_dir
         )
+    if emulator_fault(_console(run_dir)) is not None:  # whatever the job made of it
+        raise _guest_error(f"the job exited {report.returncode} beside a kernel oops", run_dir)
     return GuestResult(report.returncode, report.output, wall_s, host, run_dir)
 
 
@@ -446,7 +449,7 @@ def _vcpu_threads(pid: int) -> dict[int, int]:
 
 
 class EmulatorFault(LabError):
-    """The guest kernel died of the emulator's text-patching race (`EMULATOR_OOPS`), not of
+    """The guest kernel died of the emulator's text-patching race (`emulator_fault`), not of
     anything the job did."""
 
     def __init__(self, message: str, run_dir: Path) -> None:
@@ -462,15 +465,37 @@ def _guest_error(problem: str, run_dir: Path) -> LabError:
         f"{problem}; run directory {run_dir}{qemu_part}\n"
         f"last {CONSOLE_TAIL_LINES} console lines:\n{tail}"
     )
-    try:
-        console = (run_dir / "console").read_bytes()
-    except OSError:
-        console = b""
-    if all(mark in console for mark in EMULATOR_OOPS):
+    evidence = emulator_fault(_console(run_dir))
+    if evidence is not None:
         return EmulatorFault(
-            f"the emulator's text-patching race (docs/adr/0006): {message}", run_dir
+            f"the emulator's text-patching race (docs/adr/0006; {evidence}): {message}", run_dir
         )
     return LabError(message)
+
+
+def _console(run_dir: Path) -> bytes:
+    try:
+        return (run_dir / "console").read_bytes()
+    except OSError:
+        return b""
+
+
+def emulator_fault(console: bytes) -> str | None:
+    """Why a dead guest's console shows the emulator's text-patching race, or None.
+
+    The race ends in an int3 oops, and the console proves whose int3 it was in one of two ways:
+    the code the oops dumps holds no int3 before the trapping address (the vCPU ran a stale
+    translation of bytes the kernel had already patched), or the kernel was patching its text
+    (`text_poke`) when it died. An int3 oops with neither is a kernel bug, and is not retried."""
+    at = console.find(_INT3_OOPS)
+    if at < 0:
+        return None
+    code = _CODE_LINE.search(console, at)
+    if code is not None and code.group(1) and not code.group(1).endswith(b"cc "):
+        return "the oops's code shows no int3 where the CPU trapped on one"
+    if b"text_poke" in console:
+        return "an int3 oops while the kernel patched its text"
+    return None
 
 
 def qemu_version(accel: Accel) -> str:
