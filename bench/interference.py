@@ -46,7 +46,7 @@ from temper_testing.lab.interference import (
 )
 from temper_testing.lab.lcworkload import DRAIN_S, PROFILES
 from temper_testing.lab.variants import parse_variant
-from temper_testing.lab.verdict import TARGETS, mean_of, profile_verdicts
+from temper_testing.lab.verdict import TARGETS, agent_cost, mean_of, profile_verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "bench" / "reports"
@@ -160,6 +160,7 @@ def build_report(
         "settings": settings,
         "profiles": profiles,
         "experiments": experiments,
+        "agent_cost": {p: agent_cost(runs, p) for p in settings["profiles"]},
         "enforcement": enforcement(runs),
         "layer_counters": layer_counters(runs),
         "runs": runs,
@@ -419,6 +420,30 @@ def _experiments_section(report: dict[str, Any]) -> list[str]:
                 f"{verdict_text(v['p99_within_1.2x_alone_pinned'])} | "
                 f"{verdict_text(v['batch_use_of_free_cpu_pct'])} |"
             )
+    return lines + _agent_cost_lines(report)
+
+
+def _agent_cost_lines(report: dict[str, Any]) -> list[str]:
+    """`temper` over the agent-free `direct` experiment, when the run had one."""
+    cost = {p: c for p, c in (report.get("agent_cost") or {}).items() if c}
+    if not cost:
+        return []
+    lines = [
+        "",
+        "The agent's own cost to the critical pod: `temper` over `temper:direct` (the same config"
+        " without the agent), median (range) of the per-repeat ratios, and in how many repeats"
+        " the agent made it worse:",
+        "",
+        "| profile | p99 | p99.9 | LC CPU per request |",
+        "|---|---|---|---|",
+    ]
+    for profile, metrics in cost.items():
+        cells = [
+            f"{m['median']:.2f} ({m['min']:.2f}-{m['max']:.2f}), worse in "
+            f"{m['repeats_above_1']} of {len(m['per_repeat'])}"
+            for m in (metrics[k] for k in ("lc_p99_us", "lc_p999_us", "lc_cpu_us_per_request"))
+        ]
+        lines.append(f"| {profile} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -17,6 +17,7 @@ from temper_testing.lab.restartgap import Sampler, _track, figures
 from temper_testing.lab.variants import apply_variant, parse_variant
 from temper_testing.lab.verdict import (
     TARGETS,
+    agent_cost,
     batch_use_of_free_cpu,
     judge,
     profile_verdicts,
@@ -98,6 +99,21 @@ def test_ratios_pair_each_repeat_with_its_own_baseline() -> None:
         phase("stock", 0, "heavy", lc_p99_us=1),
     ]
     assert ratios(runs, "light", "temper", "stock", "lc_p99_us") == [0.5, 1.5]
+
+
+def test_the_agents_cost_is_temper_over_the_same_config_without_it_per_repeat() -> None:
+    runs = [
+        phase("temper", 0, lc_p99_us=30, lc_p999_us=40, lc_cpu_us_per_request=50),
+        phase("temper:direct", 0, lc_p99_us=20, lc_p999_us=40, lc_cpu_us_per_request=50),
+        phase("temper", 1, lc_p99_us=18, lc_p999_us=30, lc_cpu_us_per_request=45),
+        phase("temper:direct", 1, lc_p99_us=20, lc_p999_us=20, lc_cpu_us_per_request=50),
+    ]
+    cost = agent_cost(runs, "light")
+    assert cost["lc_p99_us"]["per_repeat"] == [1.5, 0.9]
+    assert cost["lc_p99_us"]["repeats_above_1"] == 1
+    assert cost["lc_p999_us"]["repeats_above_1"] == 1, "equal is not worse"
+    assert cost["lc_cpu_us_per_request"]["median"] == 0.95
+    assert agent_cost([r for r in runs if r["scenario"] == "temper"], "light") == {}
 
 
 def test_the_verdict_is_the_median_and_says_when_one_repeat_decides() -> None:

@@ -131,3 +131,27 @@ def mean_of(runs: Sequence[Run], profile: str, scenario: str, metric: str) -> fl
         if r["scenario"] == scenario and r.get("profile") == profile and metric in r
     ]
     return round(statistics.fmean(values), 3) if values else None
+
+
+# The experiment that runs the planned config without the agent (`--variant direct`).
+AGENT_FREE = "temper:direct"
+AGENT_COST_METRICS = ("lc_p99_us", "lc_p999_us", "lc_cpu_us_per_request")
+
+
+def agent_cost(runs: Sequence[Run], profile: str) -> dict[str, dict[str, Any]]:
+    """What the agent itself costs the critical pod: `temper` over `AGENT_FREE` (the same
+    config, scx_layered started directly), per repeat, for each of `AGENT_COST_METRICS`.
+    Empty when the run had no agent-free baseline. No limit: it explains, it does not judge."""
+    out = {}
+    for metric in AGENT_COST_METRICS:
+        values = ratios(runs, profile, "temper", AGENT_FREE, metric)
+        if values:
+            summary = judge(values, lambda m: m <= 1.0)
+            out[metric] = {
+                "per_repeat": summary["per_repeat"],
+                "median": summary["median"],
+                "min": summary["min"],
+                "max": summary["max"],
+                "repeats_above_1": sum(v > 1.0 for v in values),
+            }
+    return out

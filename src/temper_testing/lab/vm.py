@@ -484,9 +484,10 @@ def emulator_fault(console: bytes) -> str | None:
     """Why a dead guest's console shows the emulator's text-patching race, or None.
 
     The race ends in an int3 oops, and the console proves whose int3 it was in one of two ways:
-    the code the oops dumps holds no int3 before the trapping address (the vCPU ran a stale
-    translation of bytes the kernel had already patched), or the kernel was patching its text
-    (`text_poke`) when it died. An int3 oops with neither is a kernel bug, and is not retried."""
+    the code the oops dumps holds no int3 before the trapping address (the kernel had patched
+    that spot by the time it printed, so the int3 was its own patching's), or the kernel was
+    patching its text (`text_poke`) when it died. An int3 oops with neither is a kernel bug,
+    and is not retried."""
     at = console.find(_INT3_OOPS)
     if at < 0:
         return None
