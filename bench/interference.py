@@ -45,7 +45,7 @@ from temper_testing.lab.interference import (
     WARMUP_S,
 )
 from temper_testing.lab.lcworkload import DRAIN_S, PROFILES
-from temper_testing.lab.variants import parse_variant
+from temper_testing.lab.variants import AGENT, parse_variant
 from temper_testing.lab.verdict import TARGETS, agent_cost, mean_of, profile_verdicts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -404,7 +404,7 @@ def _experiments_section(report: dict[str, Any]) -> list[str]:
     lines = [
         "",
         "## Experiments (`temper:NAME`: the planner's config with one change, scx_layered started"
-        " directly, without the agent)",
+        " directly, without the agent; or the agent with one flag changed, `agent.FLAG`)",
         "",
         "| experiment | change | profile | p99 / stock | p99.9 / stock | p99 / alone_pinned "
         "| batch % of free CPU |",
@@ -531,11 +531,17 @@ def _layers_paragraph(report: dict[str, Any]) -> list[str]:
     critical, host = layers.get("critical", {}), layers.get("host", {})
     if not critical.get("total"):
         return []
-    # The experiments run scx_layered without the agent: their host layer is the agent's absence.
+    # Config experiments run scx_layered without the agent: their host layer is its absence.
+    variants = report["settings"].get("variants", {})
+    with_agent = {"temper"} | {
+        f"temper:{name}"
+        for name, changes in variants.items()
+        if any(target == AGENT for target, _, _ in changes)
+    }
     bare = sorted(
         layers_of.get("host", {}).get("util", 0.0)
         for scenario, layers_of in counters.items()
-        if scenario != "temper"
+        if scenario not in with_agent
     )
     without = (
         f" Without the agent (the experiments below), the host layer used "
@@ -603,7 +609,8 @@ def lab_figures(report: dict[str, Any]) -> str:
         lines += [
             "",
             "Experiments in the same run, each the planner's config with one change, on"
-            " scx_layered started directly (no agent beside it, unlike `temper`):",
+            " scx_layered started directly (no agent beside it, unlike `temper`), or the agent"
+            " with one flag changed (`agent.FLAG`):",
             "",
         ]
         lines += _experiments_section(report)[3:]

@@ -183,6 +183,14 @@ def test_a_malformed_variant_is_refused_with_its_text(text: str) -> None:
         parse_variant(text)
 
 
+def test_an_agent_variant_runs_the_agent_with_its_flags_and_no_config_change() -> None:
+    variant = parse_variant("unobserved:agent.observe=off,agent.sample_budget_per_s=50")
+    assert variant.agent_args == ["--observe=off", "--sample-budget-per-s=50"]
+    assert parse_variant("unprotected:critical.protected=false").agent_args == []
+    with pytest.raises(LabError, match="not both"):
+        parse_variant("mixed:agent.observe=off,critical.protected=false")
+
+
 def test_a_variant_naming_an_unknown_layer_is_refused() -> None:
     config = [{"name": "low", "matches": [[]], "kind": {"Open": {}}}]
     with pytest.raises(LabError, match="no layer 'crit'"):
@@ -272,3 +280,28 @@ def test_a_doc_block_is_appended_once_then_replaced_in_place(tmp_path: Path) -> 
     assert doc.read_text() == (
         "# Lab\n\nprose\n\n<!-- figs: make figs -->\ntwo\nlines\n<!-- /figs -->\n\nafter\n"
     )
+
+
+def test_the_agent_free_host_layer_leaves_out_experiments_that_run_the_agent() -> None:
+    interference = bench_module("interference")
+    layers = {
+        "critical": {
+            "total": 10,
+            "util": 15.0,
+            "sel_local": 1.0,
+            "enq_wakeup": 1.0,
+            "preempt_fail": 1.0,
+            "preempt": 1.0,
+        },
+        "host": {"util": 11.0},
+    }
+    report = {
+        "settings": {"variants": {"direct": [], "unobserved": [["agent", "observe", "off"]]}},
+        "layer_counters": {
+            "temper": layers,
+            "temper:direct": {"host": {"util": 5.0}},
+            "temper:unobserved": {"host": {"util": 9.0}},
+        },
+    }
+    (text,) = [line for line in interference._layers_paragraph(report) if line]
+    assert "the host layer used 5.0-5.0%" in text

@@ -14,7 +14,7 @@ import pytest
 
 from temper_testing.lab import vm
 from temper_testing.lab.__main__ import parse_share
-from temper_testing.lab.agentrun import keep_logs
+from temper_testing.lab.agentrun import agent_argv, keep_logs
 from temper_testing.lab.archive import order_candidates, parse_kernel_candidates
 from temper_testing.lab.errors import LabError
 from temper_testing.lab.image import extract_vmlinux, missing_config
@@ -391,3 +391,9 @@ def test_a_job_that_reports_beside_the_emulators_oops_is_its_fault_too(
         run_in_guest(kernel, "true\n", cpus=2, cores=2, threads=1, emulator_retries=0)
     monkeypatch.setattr(vm, "emulator_fault", lambda _console: None)
     assert run_in_guest(kernel, "true\n", cpus=2, cores=2, threads=1).returncode == 1
+
+
+def test_the_agents_extra_flags_come_after_its_own(tmp_path: Path) -> None:
+    argv = agent_argv(tmp_path, Path("/scx"), extra=["--observe=off"])
+    assert argv[-1] == "--observe=off"
+    assert argv[argv.index("--pods-dir") + 1] == str(tmp_path / "pods")

@@ -18,9 +18,12 @@ LAB_START_TIMEOUT_S = 180
 AGENT_LOG = "agent.log"
 
 
-def agent_argv(work: Path, scx_layered: Path, profiles: Sequence[Path] = ()) -> list[str]:
+def agent_argv(
+    work: Path, scx_layered: Path, profiles: Sequence[Path] = (), extra: Sequence[str] = ()
+) -> list[str]:
     """temper-agent over `work/pods`, writing its config under `work/state` and its API's
-    assignments and audit log under `work/data`; its API socket is `work/state/api.sock`."""
+    assignments and audit log under `work/data`; its API socket is `work/state/api.sock`.
+    `extra` flags come last."""
     argv = [
         sys.executable,
         "-m",
@@ -38,16 +41,16 @@ def agent_argv(work: Path, scx_layered: Path, profiles: Sequence[Path] = ()) -> 
     ]
     for profile in profiles:
         argv += ["--profile", str(profile)]
-    return argv
+    return [*argv, *extra]
 
 
 def start_agent(
-    work: Path, scx_layered: Path, profiles: Sequence[Path] = ()
+    work: Path, scx_layered: Path, profiles: Sequence[Path] = (), extra: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
     """Start temper-agent; its output (one JSON line per event) is appended to work/agent.log."""
     with (work / AGENT_LOG).open("ab") as log:
         return subprocess.Popen(
-            agent_argv(work, scx_layered, profiles), stdout=log, stderr=subprocess.STDOUT
+            agent_argv(work, scx_layered, profiles, extra), stdout=log, stderr=subprocess.STDOUT
         )
 
 

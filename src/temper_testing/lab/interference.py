@@ -39,7 +39,8 @@ each is set up once and then measures every profile in turn:
   for each temper scenario (batch stopped while scx_layered attaches), measured once attached,
   and stopped with SIGTERM afterwards, so every other scenario runs on the stock scheduler;
 - `temper:NAME` for each `--variant`: scx_layered started directly on the planner's config with
-  one change (`temper_testing.lab.variants`), for the experiments in docs/lab.md.
+  one change, or the agent with a flag changed (`temper_testing.lab.variants`), for the
+  experiments in docs/lab.md.
 
 Per scenario, profile and repeat it records LC p50/p99/p99.9 latency (us), responses lost, the
 LC pod's CPU time per response (`lc_cpu_us_per_request`, from its cgroup), batch iterations per
@@ -262,10 +263,11 @@ class Bench:
             with self.cpu_idle(qos_slices + pods):
                 self.set_batch(running=True)
                 return self.measure_profiles(name)
-        if name == "temper":
-            agent = start_agent(WORK, self.scx_layered)
+        variant = next((v for v in self.variants if v.scenario == name), None)
+        if variant is None or variant.agent_args:  # temper, or the agent with a flag changed
+            extra = variant.agent_args if variant else []
+            agent = start_agent(WORK, self.scx_layered, extra=extra)
             return self.enforced(name, lambda: stop_agent(agent), agent_log=True)
-        variant = next(v for v in self.variants if v.scenario == name)
         scheduler = self.start_variant(variant)
         return self.enforced(name, lambda: stop_agent(scheduler, sig=signal.SIGINT))
 
