@@ -71,7 +71,7 @@ _FATAL = b"__LAB_FATAL__="
 _READY = re.compile(rb"lab: ready uptime=([0-9.]+)")
 # The emulator's text-patching race (docs/adr/0006) kills the guest with an int3 oops.
 _INT3_OOPS = b"Oops: int3"
-_CODE_LINE = re.compile(rb"Code: ((?:[0-9a-f]{2} )*)<([0-9a-f]{2})>")
+_CODE_LINE = re.compile(rb"Code: ((?:[0-9a-f]{2} )*)<[0-9a-f]{2}>")  # <..>: the byte at RIP
 
 
 @dataclass(frozen=True)
