@@ -46,7 +46,13 @@ from temper_testing.lab.interference import (
 )
 from temper_testing.lab.lcworkload import DRAIN_S, PROFILES
 from temper_testing.lab.variants import AGENT, parse_variant
-from temper_testing.lab.verdict import TARGETS, agent_cost, mean_of, profile_verdicts
+from temper_testing.lab.verdict import (
+    AGENT_COST_METRICS,
+    TARGETS,
+    agent_cost,
+    mean_of,
+    profile_verdicts,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "bench" / "reports"
@@ -441,7 +447,7 @@ def _agent_cost_lines(report: dict[str, Any]) -> list[str]:
         cells = [
             f"{m['median']:.2f} ({m['min']:.2f}-{m['max']:.2f}), worse in "
             f"{m['repeats_above_1']} of {len(m['per_repeat'])}"
-            for m in (metrics[k] for k in ("lc_p99_us", "lc_p999_us", "lc_cpu_us_per_request"))
+            for m in (metrics[k] for k in AGENT_COST_METRICS)
         ]
         lines.append(f"| {profile} | " + " | ".join(cells) + " |")
     return lines
