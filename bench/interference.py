@@ -169,6 +169,7 @@ def build_report(
         "agent_cost": {p: agent_cost(runs, p) for p in settings["profiles"]},
         "enforcement": enforcement(runs),
         "layer_counters": layer_counters(runs),
+        "cross_cpu": cross_cpu(runs),
         "runs": runs,
         "facts": guest["facts"],
         "guest_exit": returncode,
@@ -247,6 +248,26 @@ def layer_counters(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, 
             for layer, counters in layers.items()
         }
         for scenario, layers in seen.items()
+    }
+
+
+def cross_cpu(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per scenario and profile, medians over its phases of what could reach one vCPU from the
+    other: QEMU's non-vCPU threads' CPU on the host (`hostmeter`), and each guest CPU's
+    interrupts per second (timer, reschedule, function-call and TLB-shootdown IPIs, devices)."""
+    seen: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        if "interrupts" not in r or not r.get("phase_s"):
+            continue  # a report from before these were recorded
+        row = seen.setdefault(f"{r['scenario']}/{r['profile']}", {})
+        if "host" in r:
+            row.setdefault("emulator_cpus", []).append(r["host"]["emulator_cpus"])
+        for cpu, counts in r["interrupts"].items():
+            for kind, count in counts.items():
+                row.setdefault(f"{cpu}_{kind}", []).append(count / r["phase_s"])
+    return {
+        key: {k: round(statistics.median(v), 3) for k, v in row.items()}
+        for key, row in seen.items()
     }
 
 
@@ -355,6 +376,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["experiments"]:
         lines += _experiments_section(report)
     lines += _counters_section(report)
+    lines += _cross_cpu_section(report)
     lines += _raw_section(report)
     lines += ["", "## Caveats", "", *[f"- {note}" for note in report["caveats"]]]
     variants = "".join(
@@ -489,6 +511,33 @@ def _counters_section(report: dict[str, Any]) -> list[str]:
                 f"| {scenario} | {layer} | {c.get('cur_nr_cpus', '')} | {c.get('slice_us', '')} "
                 f"| {cells} |"
             )
+    return lines
+
+
+def _cross_cpu_section(report: dict[str, Any]) -> list[str]:
+    rows = report.get("cross_cpu") or {}
+    if not rows:
+        return []
+    cpus = sorted({k.split("_")[0] for row in rows.values() for k in row if k.startswith("cpu")})
+    kinds = ("LOC", "RES", "CAL", "TLB", "device")
+    lines = [
+        "",
+        "## What reaches across CPUs (median over phases)",
+        "",
+        "QEMU's threads that run no vCPU (main loop, devices, RCU) take host time beside the "
+        "pinned vCPU threads: `emulator CPUs` is their mean use over a phase. Per guest CPU, "
+        "interrupts per second: `LOC` local timer, `RES` reschedule IPIs, `CAL` function-call "
+        "IPIs, `TLB` TLB shootdowns, `device` device interrupts (/proc/interrupts).",
+        "",
+        "| scenario | profile | emulator CPUs | "
+        + " | ".join(f"{cpu} {kind}/s" for cpu in cpus for kind in kinds)
+        + " |",
+        "|---|---|---:|" + "---:|" * (len(cpus) * len(kinds)),
+    ]
+    for key, row in sorted(rows.items()):
+        scenario, profile = key.split("/")
+        cells = " | ".join(f"{row.get(f'{cpu}_{kind}', '')}" for cpu in cpus for kind in kinds)
+        lines.append(f"| {scenario} | {profile} | {row.get('emulator_cpus', '')} | {cells} |")
     return lines
 
 

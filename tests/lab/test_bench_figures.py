@@ -215,6 +215,31 @@ def test_layer_counters_are_medians_per_enforced_scenario_and_layer() -> None:
     )
 
 
+def test_what_reaches_across_cpus_is_a_median_rate_per_scenario_and_profile() -> None:
+    interference = bench_module("interference")
+    irqs = {"cpu0": {"RES": 30, "CAL": 0}, "cpu1": {"RES": 0, "CAL": 10}}
+    runs = [
+        phase("temper", n, phase_s=10.0, host={"emulator_cpus": e}, interrupts=irqs)
+        for n, e in enumerate([0.05, 0.2, 0.1])
+    ]
+    runs.append(phase("stock", 0))  # recorded before these figures were: left out
+
+    rows = interference.cross_cpu(runs)
+
+    assert rows == {
+        "temper/light": {
+            "emulator_cpus": 0.1,
+            "cpu0_RES": 3.0,
+            "cpu0_CAL": 0.0,
+            "cpu1_RES": 0.0,
+            "cpu1_CAL": 1.0,
+        }
+    }
+    assert "| temper | light | 0.1 |" in "\n".join(
+        interference._cross_cpu_section({"cross_cpu": rows})
+    )
+
+
 def test_the_demo_summary_shows_figures_and_verdicts() -> None:
     demo = bench_module("demo")
     figures = dict.fromkeys(demo.SCENARIO_FIELDS, 7)

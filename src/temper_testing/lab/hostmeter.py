@@ -7,21 +7,30 @@ comes from the host and keeps running. So the host tells it.
 
 While a guest runs, `vm.run_in_guest(host_meter=PATH)` rewrites PATH, a file in a writable
 share, about every `METER_PERIOD_S` with one `HostSample`: the host's cumulative CPU seconds
-busy, stolen by the hypervisor, and used by QEMU, at the host's monotonic time. The guest finds
+busy, stolen by the hypervisor, used by QEMU, and of that used by QEMU's threads that run no
+vCPU (its main loop, device and RCU threads), at the host's monotonic time. The guest finds
 PATH in `$TEMPER_LAB_HOST_METER`, reads it at a phase's start and end, and `between` gives
 what the host did besides running the guest in that window. A benchmark then knows which
 phases were disturbed from outside, and measures them again.
+
+The emulator's own threads are counted apart because they run wherever the host puts them,
+beside the pinned vCPU threads: work a guest makes them do (device I/O, timers) takes host time
+from a vCPU that may be running someone else's code. A phase records their CPU, so a
+difference between two scenarios that is the emulator's shows as such.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ENV = "TEMPER_LAB_HOST_METER"
 METER_PERIOD_S = 0.5
+VCPU_THREAD = re.compile(r"CPU (\d+)/TCG")  # a TCG vCPU thread's name (QEMU's debug-threads)
 
 
 @dataclass(frozen=True)
@@ -32,17 +41,18 @@ class HostSample:
     busy_s: float  # not idle: steal, QEMU and everything else
     steal_s: float  # taken by the hypervisor the host runs on
     qemu_s: float  # used by the QEMU process running the guest
+    emulator_s: float  # of which by QEMU's threads that are not vCPU threads
 
     def line(self) -> str:
-        return f"{self.time_s:.3f} {self.busy_s:.2f} {self.steal_s:.2f} {self.qemu_s:.2f}\n"
+        qemu = f"{self.qemu_s:.2f} {self.emulator_s:.2f}"
+        return f"{self.time_s:.3f} {self.busy_s:.2f} {self.steal_s:.2f} {qemu}\n"
 
     @classmethod
     def parse(cls, text: str) -> HostSample:
         words = text.split()
-        if len(words) != 4:
+        if len(words) != 5:
             raise ValueError(f"not a host sample: {text!r}")
-        time_s, busy_s, steal_s, qemu_s = (float(w) for w in words)
-        return cls(time_s, busy_s, steal_s, qemu_s)
+        return cls(*(float(w) for w in words))
 
 
 @dataclass(frozen=True)
@@ -52,21 +62,28 @@ class HostWindow:
     seconds: float
     other_cpus: float  # busy, not QEMU: other processes, the host's kernel, and steal
     steal_cpus: float  # of which the hypervisor took
+    emulator_cpus: float  # QEMU's threads that run no vCPU
 
     def as_dict(self) -> dict[str, float]:
         return {
             "seconds": round(self.seconds, 1),
             "other_cpus": round(self.other_cpus, 3),
             "steal_cpus": round(self.steal_cpus, 3),
+            "emulator_cpus": round(self.emulator_cpus, 3),
         }
 
 
 def between(first: HostSample, last: HostSample) -> HostWindow:
     seconds = last.time_s - first.time_s
     if seconds <= 0:
-        return HostWindow(0.0, 0.0, 0.0)
+        return HostWindow(0.0, 0.0, 0.0, 0.0)
     other = (last.busy_s - first.busy_s) - (last.qemu_s - first.qemu_s)
-    return HostWindow(seconds, max(other, 0.0) / seconds, (last.steal_s - first.steal_s) / seconds)
+    return HostWindow(
+        seconds,
+        max(other, 0.0) / seconds,
+        (last.steal_s - first.steal_s) / seconds,
+        max(last.emulator_s - first.emulator_s, 0.0) / seconds,
+    )
 
 
 def host_cpu_s() -> tuple[float, float]:
@@ -78,14 +95,23 @@ def host_cpu_s() -> tuple[float, float]:
 
 
 def sample_host(qemu_pid: int) -> HostSample:
-    """The host side: the host's CPU totals and the QEMU process's CPU time, now."""
+    """The host side: the host's CPU totals and the QEMU process's CPU time, now, with the part
+    its threads that are not vCPU threads used (a thread that exits meanwhile is skipped)."""
     busy, steal = host_cpu_s()
-    tick = os.sysconf("SC_CLK_TCK")
-    # /proc/PID/stat: utime and stime are fields 14 and 15, counted after the command's ")".
-    stat = Path(f"/proc/{qemu_pid}/stat").read_text()
+    qemu = _cpu_s(Path(f"/proc/{qemu_pid}/stat").read_text())
+    emulator = 0.0
+    for task in Path(f"/proc/{qemu_pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            stat = (task / "stat").read_text()
+            if not VCPU_THREAD.fullmatch(stat[stat.index("(") + 1 : stat.rindex(")")]):
+                emulator += _cpu_s(stat)
+    return HostSample(time.monotonic(), busy, steal, qemu, emulator)
+
+
+def _cpu_s(stat: str) -> float:
+    """utime + stime of a /proc stat line (fields 14 and 15, counted after the command's ")")."""
     after_comm = stat[stat.rindex(")") + 2 :].split()
-    qemu = (int(after_comm[11]) + int(after_comm[12])) / tick
-    return HostSample(time.monotonic(), busy, steal, qemu)
+    return (int(after_comm[11]) + int(after_comm[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_sample(path: Path, sample: HostSample) -> None:

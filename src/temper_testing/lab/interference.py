@@ -73,7 +73,14 @@ from temper.policy.tiers import QosClass
 from temper_testing.lab.agentrun import AGENT_LOG, enforcing, keep_logs, start_agent, stop_agent
 from temper_testing.lab.hostmeter import HostSample, between, meter_path, read_sample
 from temper_testing.lab.lcworkload import CGROUP_ROOT, PROFILES, LcProfile, busy
-from temper_testing.lab.measure import dmesg_sched_ext, idle_util, latency_figures, read_cpu_times
+from temper_testing.lab.measure import (
+    dmesg_sched_ext,
+    idle_util,
+    interrupts_between,
+    latency_figures,
+    read_cpu_times,
+    read_interrupts,
+)
 from temper_testing.lab.node import RunningPod, SimulatedNode
 from temper_testing.lab.pace import pace, paced
 from temper_testing.lab.proof import LabPod, lab_pod, wait
@@ -417,7 +424,7 @@ class Bench:
         out = WORK / "client.json"
         before = [s.sample() for s in self.spinners]
         busy_0, total_0 = read_cpu_times()
-        host_0 = self.host_sample()
+        irqs_0, host_0 = read_interrupts(), self.host_sample()
         usage_0, started = self.pod_usage_us(), time.monotonic()
         line = f"run {self.duration_s} {profile.period_us} {profile.burst} {out}\n"
         client.stdin.write(line.encode())
@@ -426,7 +433,7 @@ class Bench:
             raise RuntimeError(f"the {profile.name} LC client died")
         busy_1, total_1 = read_cpu_times()
         usage_1, wall_us = self.pod_usage_us(), (time.monotonic() - started) * 1e6
-        host_1 = self.host_sample()
+        irqs_1, host_1 = read_interrupts(), self.host_sample()
         after = [s.sample() for s in self.spinners]
         result = json.loads(out.read_text())
         ops = sum(
@@ -446,6 +453,8 @@ class Bench:
                 "batch_ops_per_s": round(ops),
                 "cpu_util_pct": round(100 * (busy_1 - busy_0) / max(total_1 - total_0, 1), 1),
                 "pod_cpus": {n: round((usage_1[n] - usage_0[n]) / wall_us, 3) for n in usage_0},
+                "phase_s": round(wall_us / 1e6, 2),
+                "interrupts": interrupts_between(irqs_0, irqs_1),
             }
         )
         if host_0 is not None and host_1 is not None:

@@ -39,6 +39,38 @@ def read_cpu_times() -> tuple[int, int]:
     return total - idle, total
 
 
+IPI_ROWS = ("LOC", "RES", "CAL", "TLB")  # local timer, reschedule, function-call, TLB shootdown
+
+
+def read_interrupts(text: str | None = None) -> dict[int, dict[str, int]]:
+    """Interrupts each CPU has taken since boot, from /proc/interrupts: {cpu: {row: count}} for
+    the `IPI_ROWS`, and "device" for all numbered (device) lines together."""
+    lines = (Path("/proc/interrupts").read_text() if text is None else text).splitlines()
+    cpus = [int(word.removeprefix("CPU")) for word in lines[0].split()]
+    counts: dict[int, dict[str, int]] = {
+        cpu: dict.fromkeys((*IPI_ROWS, "device"), 0) for cpu in cpus
+    }
+    for line in lines[1:]:
+        label, _, rest = line.partition(":")
+        row = "device" if label.strip().isdigit() else label.strip()
+        if row not in counts[cpus[0]]:
+            continue
+        for cpu, word in zip(cpus, rest.split(), strict=False):
+            if word.isdigit():
+                counts[cpu][row] += int(word)
+    return counts
+
+
+def interrupts_between(
+    first: dict[int, dict[str, int]], last: dict[int, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    """What each CPU took between two `read_interrupts`, keyed "cpuN" for the JSON."""
+    return {
+        f"cpu{cpu}": {row: last[cpu][row] - count for row, count in rows.items()}
+        for cpu, rows in first.items()
+    }
+
+
 def dmesg_sched_ext() -> list[str]:
     """The kernel's sched_ext messages (enables, disables and why), for the report."""
     try:

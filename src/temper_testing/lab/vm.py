@@ -65,7 +65,6 @@ CMDLINE_MAX_BYTES = 2047  # x86 COMMAND_LINE_SIZE is 2048 with the terminating N
 # Paths go on the kernel command line and into QEMU's comma-separated options: keep them plain.
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./+@%=~-]*")
 _KERNEL_ARG = re.compile(r"[A-Za-z0-9_.-]+(=[A-Za-z0-9_.,-]+)?")
-_VCPU_THREAD = re.compile(r"CPU (\d+)/TCG")
 _RC = b"__LAB_RC__="
 _FATAL = b"__LAB_FATAL__="
 _READY = re.compile(rb"lab: ready uptime=([0-9.]+)")
@@ -442,7 +441,7 @@ def _vcpu_threads(pid: int) -> dict[int, int]:
     found = {}
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with contextlib.suppress(OSError):
-            match = _VCPU_THREAD.fullmatch((task / "comm").read_text().strip())
+            match = hostmeter.VCPU_THREAD.fullmatch((task / "comm").read_text().strip())
             if match:
                 found[int(task.name)] = int(match.group(1))
     return found
