@@ -2,10 +2,10 @@
 
 Provisions what is missing (the lab kernel and QEMU; `make demo` builds scx_layered first),
 then runs the interference benchmark (`bench/interference.py`: alone, alone_pinned, stock,
-stock_cpu_idle and temper, interleaved, for a light and a heavy LC profile) and the restart-gap
-benchmark (`bench/restart_gap.py`) in the lab guest, prints a summary table (figures, and each
-target's median per-repeat ratio with its range and verdict), and writes the result as JSON to
-a path it prints last:
+partitioned, stock_cpu_idle and temper, interleaved, for a light and a heavy LC profile) and
+the restart-gap benchmark (`bench/restart_gap.py`) in the lab guest, prints a summary table
+(figures, and each target's median per-repeat ratio with its range and verdict), and writes the
+result as JSON to a path it prints last:
 
     {"kernel", "scheduler_ops", "vm": {"cpus", "accel", "qemu"},
      "profiles": {profile: {"scenarios": {name: {"lc_p50_us", "lc_p99_us", "lc_p999_us",
@@ -121,7 +121,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     interference = run_step(
-        "interference benchmark (alone, alone_pinned, stock, stock_cpu_idle, temper)",
+        "interference benchmark (alone, alone_pinned, stock, partitioned, stock_cpu_idle, temper)",
         [
             python,
             str(REPO / "bench" / "interference.py"),

@@ -4,8 +4,9 @@ Boots the lab's sched_ext kernel in QEMU (2 vCPUs, no SMT) and runs
 `python -m temper_testing.lab.interference` there (its docstring has the workload and scenarios):
 two latency-critical profiles (`light`: a lone sleeper; `heavy`: four workers, bursts of four) in a
 temper-critical Guaranteed pod, beside temper-low and temper-background batch that wants twice the
-node's CPUs, under five interleaved scenarios: `alone`, `alone_pinned`, `stock`, `stock_cpu_idle`
-and `temper` (temper-agent with the real scx_layered), plus any `--variant` experiments.
+node's CPUs, under six interleaved scenarios: `alone`, `alone_pinned`, `stock`, `partitioned`
+(a hard partition, for reference), `stock_cpu_idle` and `temper` (temper-agent with the real
+scx_layered), plus any `--variant` experiments.
 
     python bench/interference.py [--repeats N] [--duration-s S] [--variant SPEC]...
                                  [--scx-layered PATH] [--out DIR] [--render-only]
@@ -50,6 +51,7 @@ from temper_testing.lab.verdict import (
     AGENT_COST_METRICS,
     TARGETS,
     agent_cost,
+    compare,
     mean_of,
     profile_verdicts,
 )
@@ -167,6 +169,9 @@ def build_report(
         "profiles": profiles,
         "experiments": experiments,
         "agent_cost": {p: agent_cost(runs, p) for p in settings["profiles"]},
+        "against_partition": {
+            p: compare(runs, p, "temper", "partitioned") for p in settings["profiles"]
+        },
         "enforcement": enforcement(runs),
         "layer_counters": layer_counters(runs),
         "cross_cpu": cross_cpu(runs),
@@ -373,6 +378,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for name, p in report["profiles"].items():
         lines += _profile_section(name, p)
+    lines += _partition_section(report)
     if report["experiments"]:
         lines += _experiments_section(report)
     lines += _counters_section(report)
@@ -453,21 +459,36 @@ def _experiments_section(report: dict[str, Any]) -> list[str]:
 
 def _agent_cost_lines(report: dict[str, Any]) -> list[str]:
     """`temper` over the agent-free `direct` experiment, when the run had one."""
-    cost = {p: c for p, c in (report.get("agent_cost") or {}).items() if c}
-    if not cost:
-        return []
-    lines = [
-        "",
+    return _comparison_lines(
         "The agent's own cost to the critical pod: `temper` over `temper:direct` (the same config"
         " without the agent), median (range) of the per-repeat ratios, and in how many repeats"
         " the agent made it worse:",
-        "",
-        "| profile | p99 | p99.9 | LC CPU per request |",
-        "|---|---|---|---|",
-    ]
-    for profile, metrics in cost.items():
+        report.get("agent_cost") or {},
+    )
+
+
+def _partition_section(report: dict[str, Any]) -> list[str]:
+    """`temper` over `partitioned`, the hard partition run in the same repeats."""
+    lines = _comparison_lines(
+        "`temper` over `partitioned` (the LC pinned to the critical CPU and batch to the rest, "
+        "stock scheduler: kubelet's static CPU manager's shape), median (range) of the "
+        "per-repeat ratios, and in how many repeats Temper was above it. A reference, not a "
+        "target: what a hard partition reaches on this lab, where the other vCPU's work is "
+        "emulated on the same host, bounds what any scheduler can do here.",
+        report.get("against_partition") or {},
+    )
+    return ["", "## Temper against a hard partition", *lines] if lines else []
+
+
+def _comparison_lines(intro: str, comparison: dict[str, Any]) -> list[str]:
+    """A `verdict.compare` result per profile as a table under `intro`; [] when empty."""
+    shown = {p: c for p, c in comparison.items() if c}
+    if not shown:
+        return []
+    lines = ["", intro, "", "| profile | p99 | p99.9 | LC CPU per request |", "|---|---|---|---|"]
+    for profile, metrics in shown.items():
         cells = [
-            f"{m['median']:.2f} ({m['min']:.2f}-{m['max']:.2f}), worse in "
+            f"{m['median']:.2f} ({m['min']:.2f}-{m['max']:.2f}), above 1 in "
             f"{m['repeats_above_1']} of {len(m['per_repeat'])}"
             for m in (metrics[k] for k in AGENT_COST_METRICS)
         ]

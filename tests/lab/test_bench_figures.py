@@ -19,13 +19,14 @@ from temper_testing.lab.verdict import (
     TARGETS,
     agent_cost,
     batch_use_of_free_cpu,
+    compare,
     judge,
     profile_verdicts,
     ratios,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIOS = ("alone", "alone_pinned", "stock", "stock_cpu_idle", "temper")
+SCENARIOS = ("alone", "alone_pinned", "stock", "partitioned", "stock_cpu_idle", "temper")
 
 
 def bench_module(name: str) -> ModuleType:
@@ -213,6 +214,25 @@ def test_layer_counters_are_medians_per_enforced_scenario_and_layer() -> None:
     assert "No critical-layer event was counted" in "\n".join(
         interference._counters_section({"layer_counters": counters})
     )
+
+
+def test_temper_is_compared_with_the_hard_partition_per_repeat_without_a_verdict() -> None:
+    interference = bench_module("interference")
+    runs = [
+        phase(s, n, lc_p99_us=p99, lc_p999_us=p99 * 2, lc_cpu_us_per_request=100)
+        for n, (temper, partition) in enumerate([(90, 100), (120, 100), (80, 100)])
+        for s, p99 in (("temper", temper), ("partitioned", partition))
+    ]
+
+    against = compare(runs, "light", "temper", "partitioned")
+
+    assert against["lc_p99_us"]["per_repeat"] == [0.9, 1.2, 0.8]
+    assert against["lc_p99_us"]["median"] == 0.9
+    assert against["lc_p99_us"]["repeats_above_1"] == 1
+    text = "\n".join(interference._partition_section({"against_partition": {"light": against}}))
+    assert "| light | 0.90 (0.80-1.20), above 1 in 1 of 3 |" in text
+    assert "met" not in text  # a reference, not a target
+    assert interference._partition_section({"against_partition": {"light": {}}}) == []
 
 
 def test_what_reaches_across_cpus_is_a_median_rate_per_scenario_and_profile() -> None:

@@ -31,6 +31,10 @@ each is set up once and then measures every profile in turn:
 - `alone_pinned`: as `alone`, with the LC's processes pinned to the CPUs the critical layer held
   in the last `temper` phase (the last CPU before one ran): Temper's placement, nothing beside;
 - `stock`: batch running, stock scheduler, kubelet's cgroup weights as SimulatedNode writes them;
+- `partitioned`: as `stock`, with the LC pinned as in `alone_pinned` and the batch spinners
+  pinned to the other CPUs: a hard partition, the shape kubelet's static CPU manager gives a
+  Guaranteed pod with whole CPUs. It is a reference, not a target: it shows what any isolation
+  can reach on this lab, where the neighbouring vCPU's work is emulated on the same host;
 - `stock_cpu_idle`: as `stock` with `cpu.idle=1` on both batch pods' cgroups and on the
   Burstable QoS slice that holds them (reset after). `cpu.idle` only ranks a cgroup against its
   siblings, and the LC pod (Guaranteed) is a sibling of that slice, not of the batch pods: on
@@ -88,7 +92,7 @@ from temper_testing.lab.variants import Variant, apply_variant, parse_variant
 
 ROOT = Path("/")
 WORK = Path("/run/temper-lab-interference")
-SCENARIOS = ("alone", "alone_pinned", "stock", "stock_cpu_idle", "temper")
+SCENARIOS = ("alone", "alone_pinned", "stock", "partitioned", "stock_cpu_idle", "temper")
 BATCH_PODS = ("trainer", "etl")
 WARMUP_S = 2.0  # after a scenario's switch, before measuring
 ATTACH_TIMEOUT_S = 240.0
@@ -251,18 +255,11 @@ class Bench:
 
     def scenario(self, name: str, running: dict[str, RunningPod]) -> list[dict[str, Any]]:
         """Set the scenario up, measure every profile in it, tear it down."""
-        if name in ("alone", "alone_pinned"):
-            self.set_batch(running=False)
-            if name == "alone":
+        if name in ("alone", "alone_pinned", "stock", "partitioned"):
+            self.set_batch(running=name in ("stock", "partitioned"))
+            if name in ("alone", "stock"):
                 return self.measure_profiles(name)
-            with self.lc_pinned(self.critical_cpus):
-                results = self.measure_profiles(name)
-            for r in results:
-                r["pinned_cpus"] = list(self.critical_cpus)
-            return results
-        if name == "stock":
-            self.set_batch(running=True)
-            return self.measure_profiles(name)
+            return self.measure_pinned(name, batch_too=name == "partitioned")
         if name == "stock_cpu_idle":
             pods = [running[p].path.rstrip("/") for p in BATCH_PODS]
             qos_slices = sorted({str(Path(p).parent) for p in pods})
@@ -281,12 +278,25 @@ class Bench:
     def measure_profiles(self, name: str) -> list[dict[str, Any]]:
         return [self.measure(name, profile) for profile in PROFILES]
 
-    @contextlib.contextmanager
-    def lc_pinned(self, cpus: Sequence[int]) -> Iterator[None]:
-        """Pin every LC process to `cpus` (sched_setaffinity), and let them go after."""
-        pids = [
+    def measure_pinned(self, name: str, *, batch_too: bool) -> list[dict[str, Any]]:
+        """Every profile with the LC pinned to the critical CPUs, and with `batch_too` the
+        batch spinners pinned to the other CPUs."""
+        others = sorted(set(range(os.cpu_count() or 1)) - set(self.critical_cpus))
+        spinners = [s.popen.pid for s in self.spinners] if batch_too else []
+        with self.pinned(self.lc_pids(), self.critical_cpus), self.pinned(spinners, others):
+            results = self.measure_profiles(name)
+        for r in results:
+            r["pinned_cpus"] = list(self.critical_cpus)
+        return results
+
+    def lc_pids(self) -> list[int]:
+        return [
             int(p) for p in (CGROUP_ROOT / self.lc_container / "cgroup.procs").read_text().split()
         ]
+
+    @contextlib.contextmanager
+    def pinned(self, pids: Sequence[int], cpus: Sequence[int]) -> Iterator[None]:
+        """Pin these processes to `cpus` (sched_setaffinity), and let them go after."""
         everything = set(range(os.cpu_count() or 1))
         for pid in pids:
             os.sched_setaffinity(pid, set(cpus))

@@ -140,11 +140,17 @@ AGENT_COST_METRICS = ("lc_p99_us", "lc_p999_us", "lc_cpu_us_per_request")
 
 def agent_cost(runs: Sequence[Run], profile: str) -> dict[str, dict[str, Any]]:
     """What the agent itself costs the critical pod: `temper` over `AGENT_FREE` (the same
-    config, scx_layered started directly), per repeat, for each of `AGENT_COST_METRICS`.
-    Empty when the run had no agent-free baseline. No limit: it explains, it does not judge."""
+    config, scx_layered started directly). Empty when the run had no agent-free baseline."""
+    return compare(runs, profile, "temper", AGENT_FREE)
+
+
+def compare(runs: Sequence[Run], profile: str, scenario: str, base: str) -> dict[str, Any]:
+    """`scenario` over `base` per repeat, for each of `AGENT_COST_METRICS`, with how many
+    repeats came out above 1; empty when the run lacks either. No limit: it explains, it does
+    not judge."""
     out = {}
     for metric in AGENT_COST_METRICS:
-        values = ratios(runs, profile, "temper", AGENT_FREE, metric)
+        values = ratios(runs, profile, scenario, base, metric)
         if values:
             out[metric] = {
                 "per_repeat": values,
