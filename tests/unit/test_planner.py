@@ -81,7 +81,7 @@ def test_critical_gets_whole_exclusive_cores_for_its_requests() -> None:
     assert critical.cpus_range == (6, 6)
 
 
-def test_only_the_batch_tiers_run_short_slices_and_the_scheduler_is_told() -> None:
+def test_critical_and_the_batch_tiers_run_short_slices_and_the_scheduler_is_told() -> None:
     pods = [
         make_pod("checkout", G, request=1000, limit=1000, priority_class="temper-critical"),
         make_pod("trainer", B, request=1000, priority_class="temper-low"),
@@ -90,7 +90,7 @@ def test_only_the_batch_tiers_run_short_slices_and_the_scheduler_is_told() -> No
     plan = plan_node(pods, NODE16)
     slices = {spec.name: spec.slice_us for spec in plan.layers}
     assert slices == {
-        "critical": None,
+        "critical": 1000,
         "high": None,
         "normal": None,
         "low": 5000,
@@ -101,7 +101,8 @@ def test_only_the_batch_tiers_run_short_slices_and_the_scheduler_is_told() -> No
     assert rendered["low"] == {
         "Open": {"slice_us": 5000, "weight": rendered["low"]["Open"]["weight"]}
     }
-    assert "slice_us" not in rendered["critical"]["Confined"]
+    assert rendered["critical"]["Confined"]["slice_us"] == 1000
+    assert "slice_us" not in rendered["high"]["Grouped"]
 
 
 def test_critical_without_limits_may_grow_to_all_cores_but_one() -> None:

@@ -34,10 +34,11 @@ Approach
 4. Size each layer from what was placed in it and from the machine:
    - critical: Confined, exclusive, preempting and `protected`: its idle CPUs are never lent,
      so a critical wake-up finds its CPU free instead of waiting for a batch task to be
-     preempted (docs/lab.md has the experiments); its CPU range is whole cores, at
-     least enough cores to run its pods' requests (an exclusive core runs one critical thread at
-     a time, its SMT sibling idle), at most what the pods' limits need, never more than all
-     cores but one;
+     preempted (docs/lab.md has the experiments); a 1 ms slice, since it never preempts its
+     own tasks and a waking critical thread waits out a sibling's slice; its CPU range is
+     whole cores, at least enough cores to run its pods' requests (an exclusive core runs one
+     critical thread at a time, its SMT sibling idle), at most what the pods' limits need,
+     never more than all cores but one;
    - high and normal: Grouped; at least the cores their requests need, at most what their
      limits need or everything critical does not hold;
    - low and background: Open, with a 5 ms slice instead of scx_layered's 20 ms: only critical
@@ -124,6 +125,13 @@ class PlanSettings:
     # slice; the slice bounds that wait. In the lab 5 ms also gave the critical pod the lower
     # p99 of the two, and batch kept its share with either (docs/lab.md).
     batch_slice_us: int = 5000
+    # The critical tier runs 1 ms slices. A preempting layer never preempts its own tasks, so a
+    # critical thread that wakes while another of its layer holds the CPU waits out the rest of
+    # that thread's slice: the slice bounds the critical pod's own head-of-line wait, as
+    # EEVDF's base slice (0.75 ms, scaled up to 3 ms with the CPU count) does for the stock
+    # scheduler. A thread alone on its CPU loses nothing: scx_layered renews an expired slice
+    # when nothing else waits. In the lab 1 ms cut the light profile's tail (docs/lab.md).
+    critical_slice_us: int = 1000
 
 
 @dataclass(frozen=True)
@@ -413,6 +421,7 @@ def _size_layer(
         protected=exclusive,  # critical never lends its idle CPUs (the essay, docs/lab.md)
         exclusive=exclusive,
         preempt=exclusive,
+        slice_us=settings.critical_slice_us if exclusive else None,
         comment=_comment(layer, pods),
     )
 
