@@ -673,6 +673,11 @@ def lab_figures(report: dict[str, Any]) -> str:
                     f"| {profile} | {scenario} | {f['pod_cpus'].get('lc')} | "
                     f"{f['lc_cpu_us_per_request']} |"
                 )
+    lines += _comparison_lines(
+        "`temper` against the hard partition (`partitioned`, a reference, not a target), "
+        "median (range) of the per-repeat ratios:",
+        report.get("against_partition") or {},
+    )
     lines += _layers_paragraph(report)
     lines += ["", host_disturbance_note(report)]
     e = report["enforcement"]

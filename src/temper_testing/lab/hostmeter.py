@@ -96,16 +96,18 @@ def host_cpu_s() -> tuple[float, float]:
 
 def sample_host(qemu_pid: int) -> HostSample:
     """The host side: the host's CPU totals and the QEMU process's CPU time, now, with the part
-    its threads that are not vCPU threads used (a thread that exits meanwhile is skipped)."""
+    its threads that are not vCPU threads used: the process's total (which keeps the time of
+    threads that exited, such as its I/O workers) less its vCPU threads', which live as long as
+    the guest."""
     busy, steal = host_cpu_s()
     qemu = _cpu_s(Path(f"/proc/{qemu_pid}/stat").read_text())
-    emulator = 0.0
+    vcpus = 0.0
     for task in Path(f"/proc/{qemu_pid}/task").iterdir():
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # a thread exiting under us
             stat = (task / "stat").read_text()
-            if not VCPU_THREAD.fullmatch(stat[stat.index("(") + 1 : stat.rindex(")")]):
-                emulator += _cpu_s(stat)
-    return HostSample(time.monotonic(), busy, steal, qemu, emulator)
+            if VCPU_THREAD.fullmatch(stat[stat.index("(") + 1 : stat.rindex(")")]):
+                vcpus += _cpu_s(stat)
+    return HostSample(time.monotonic(), busy, steal, qemu, max(qemu - vcpus, 0.0))
 
 
 def _cpu_s(stat: str) -> float:
