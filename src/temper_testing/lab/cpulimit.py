@@ -33,6 +33,7 @@ from temper.policy.tiers import QosClass
 from temper_testing.lab.agentrun import LAB_START_TIMEOUT_S, enforcing, start_agent, stop_agent
 from temper_testing.lab.node import Container, SimulatedNode, Thread
 from temper_testing.lab.pace import paced
+from temper_testing.lab.processes import spawn_in
 from temper_testing.lab.proof import LabPod, lab_pod, wait
 
 ROOT = Path("/")
@@ -101,10 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         container = CGROUP_ROOT / capped.container_paths["app"].strip("/")
         cpu_max = (cgroup / "cpu.max").read_text().strip()
         try:
-            for _ in range(2 * shape.nr_cpus):
-                spinner = subprocess.Popen(["sh", "-c", "while :; do :; done"])
-                (container / "cgroup.procs").write_text(f"{spinner.pid}\n")
-                spinners.append(spinner)
+            spinners += [spawn_in(container) for _ in range(2 * shape.nr_cpus)]
             for repeat in range(args.repeats):
                 runs.append(
                     {"repeat": repeat, "scenario": "stock", **measure(cgroup, args.duration_s)}

@@ -9,8 +9,10 @@ running 2 CPU-bound processes per vCPU), rows of docs/reliability.md:
   scx_layered time themselves on monotonic clocks: the same scheduler instance (`enable_seq`)
   must stay attached and the agent log no transition.
 - A14, affinity and cgroup churn under load for 45 s: two processes switch their CPU affinity
-  every 10 ms and move between the low and background pods' cgroups every 100 ms. The same
-  instance must stay attached throughout (polled every 0.5 s).
+  every 10 ms and move between the low and background pods' cgroups every 100 ms, beside a
+  CPU-bound process on the host (a runaway daemon: the host layer is served before batch on the
+  shared CPUs, so batch runs only on the anti-stall's turns). The same instance must stay
+  attached throughout (polled every 0.5 s): no task waits past the sched_ext watchdog.
 - A4, an RT task monopolising a CPU: a SCHED_FIFO spinner pinned to the last CPU for 60 s,
   beside a background-pod process pinned there too. Either the scheduler holds, or it falls
   back with the reason `stall`; either way the agent starts scx_layered at most its failure
@@ -44,6 +46,7 @@ from temper_testing.lab.agentrun import (
 )
 from temper_testing.lab.node import RunningPod, SimulatedNode
 from temper_testing.lab.pace import paced
+from temper_testing.lab.processes import SPIN, spawn_in
 from temper_testing.lab.proof import lab_pod, wait
 
 ROOT = Path("/")
@@ -55,7 +58,6 @@ PODS = (
     lab_pod("etl", QosClass.BURSTABLE, 250, "temper-background", ("etl-w",)),
 )
 BATCH_PODS = ("trainer", "etl")
-SPIN = ["sh", "-c", "while :; do :; done"]
 # A churner: argv[1:] are two cgroup directories; it spins while it moves between them and
 # changes its own CPU affinity, until killed.
 CHURN = """
@@ -106,7 +108,7 @@ class Faults:
                     return
                 for name in BATCH_PODS:
                     for _ in range(os.cpu_count() or 1):
-                        background.append(_spawn_in(SPIN, running[name]))
+                        background.append(spawn_in(_container(running[name])))
                 self.clock_jump()
                 self.churn(running)
                 self.rt_hog(running)
@@ -131,8 +133,9 @@ class Faults:
         )
 
     def churn(self, running: dict[str, RunningPod]) -> None:
-        dirs = [str(CGROUP_ROOT / running[n].container_paths["app"].strip("/")) for n in BATCH_PODS]
+        dirs = [str(_container(running[n])) for n in BATCH_PODS]
         churners = [subprocess.Popen([sys.executable, "-c", CHURN, *dirs]) for _ in range(2)]
+        churners.append(subprocess.Popen(SPIN))  # the host hog: it stays in the root cgroup
         seq = read_sched_ext(ROOT).enable_seq
         held = True
         try:
@@ -154,7 +157,7 @@ class Faults:
 
     def rt_hog(self, running: dict[str, RunningPod]) -> None:
         last = str((os.cpu_count() or 1) - 1)
-        pinned = _spawn_in(["taskset", "-c", last, *SPIN], running["etl"])
+        pinned = spawn_in(_container(running["etl"]), ["taskset", "-c", last, *SPIN])
         marks = len(self.transitions())
         seq = read_sched_ext(ROOT).enable_seq
         hog = subprocess.Popen(["chrt", "-f", "40", "taskset", "-c", last, *SPIN])
@@ -178,11 +181,8 @@ class Faults:
         )
 
 
-def _spawn_in(argv: list[str], pod: RunningPod) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(argv)
-    procs = CGROUP_ROOT / pod.container_paths["app"].strip("/") / "cgroup.procs"
-    procs.write_text(f"{process.pid}\n")
-    return process
+def _container(pod: RunningPod) -> Path:
+    return CGROUP_ROOT / pod.container_paths["app"].strip("/")
 
 
 def _parked(log: Path) -> bool:

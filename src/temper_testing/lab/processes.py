@@ -11,6 +11,11 @@ SIGKILL and reaps.
 
 Several workloads start at once: spawn them all, place and release each, then await them all,
 so their interpreters start in parallel (about 2 s each in a quiet lab guest).
+
+`spawn_in` does the same for a plain command (a shell spinner): held in `read` on its stdin,
+placed, released once it has blocked. The block matters under scx_layered, which matches a task
+to a layer when it wakes up (docs/scx-layered.md): a spinner moved while it runs would keep the
+layer of the cgroup it was forked in, the host's, for as long as it spins.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ WORKLOAD_MODULE = "temper_testing.lab.workload"
 # Python starts in ~50 ms on the host and in about 2 s in a quiet lab guest: 30 s, paced, is a hang.
 READY_TIMEOUT_S = 30.0
 KILL_WAIT_S = 10.0  # SIGKILL cannot be caught; longer means a task stuck in the kernel
+SPIN = ("sh", "-c", "while :; do :; done")
+HELD = ("sh", "-c", 'read -r go; exec "$@"', "held")  # runs "$@" after one line on stdin
+BLOCKED_STATES = frozenset("SD")  # /proc/<pid>/stat: sleeping, or waiting on I/O
 
 
 class WorkloadError(LabError):
@@ -78,6 +86,29 @@ def spawn_workload(args: Sequence[str]) -> WorkloadProcess:
         os.close(start_read)
         os.close(ready_write)
     return WorkloadProcess(popen, start_write, ready_read)
+
+
+def spawn_in(container: Path, argv: Sequence[str] = SPIN) -> subprocess.Popen[bytes]:
+    """Start `argv` in the cgroup directory `container`: it runs nothing outside it, and it has
+    slept once inside it before it starts, so the scheduler places it by that cgroup."""
+    process = subprocess.Popen([*HELD, *argv], stdin=subprocess.PIPE)
+    assert process.stdin is not None
+    try:
+        (container / "cgroup.procs").write_text(f"{process.pid}\n")
+        deadline = time.monotonic() + READY_TIMEOUT_S * pace()
+        while (state := _state(process.pid)) not in BLOCKED_STATES:
+            if not state or process.poll() is not None:
+                raise WorkloadError(f"{argv[0]} exited before it was released: {process.wait()}")
+            if time.monotonic() > deadline:
+                raise WorkloadError(f"{_describe(process.pid)}: never blocked to wait for release")
+            time.sleep(0.01)
+        process.stdin.write(b"go\n")
+        process.stdin.close()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
 
 
 def release(process: WorkloadProcess) -> None:
@@ -133,6 +164,14 @@ def _read_ready(process: WorkloadProcess) -> None:
     except subprocess.TimeoutExpired:
         status = "it closed its ready pipe"
     raise WorkloadError(f"workload process {process.pid} failed before it was ready: {status}")
+
+
+def _state(pid: int) -> str:
+    """The one-letter state in /proc/<pid>/stat ("R", "S", "D", ...; "" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def _describe(pid: int) -> str:

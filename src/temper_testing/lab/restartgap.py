@@ -52,6 +52,7 @@ from temper_testing.lab.agentrun import (
 from temper_testing.lab.measure import percentile
 from temper_testing.lab.node import SimulatedNode
 from temper_testing.lab.pace import paced
+from temper_testing.lab.processes import spawn_in
 from temper_testing.lab.proof import LabPod, lab_pod, wait
 
 ROOT = Path("/")
@@ -246,12 +247,7 @@ def replacements(
 
 
 def saturate(node_cpus: int, container: Path) -> list[subprocess.Popen[bytes]]:
-    spinners = []
-    for _ in range(2 * node_cpus):
-        spinner = subprocess.Popen(["sh", "-c", "while :; do :; done"])
-        (container / "cgroup.procs").write_text(f"{spinner.pid}\n")
-        spinners.append(spinner)
-    return spinners
+    return [spawn_in(container) for _ in range(2 * node_cpus)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
