@@ -30,7 +30,13 @@ from temper_testing.lab.node import (
     cpu_weight_from_shares,
     sandbox_id,
 )
-from temper_testing.lab.processes import await_ready, kill, release, spawn_workload
+from temper_testing.lab.processes import (
+    await_ready,
+    kill,
+    release,
+    spawn_in,
+    spawn_workload,
+)
 from temper_testing.lab.workload import ThreadSpec, parse_thread_spec
 from waiting import wait_until
 
@@ -288,6 +294,22 @@ def test_spinning_threads_burn_cpu(make_node: NodeMaker) -> None:
     (pid,) = running.containers["app"]
     (tid,) = running.thread_ids()["hot"]
     wait_until(lambda: cpu_ticks(pid, tid) >= 5, WAIT_S, "5 ticks of CPU")
+
+
+def test_spawn_in_places_the_command_before_it_runs(tmp_path: Path) -> None:
+    container = tmp_path / "container"
+    container.mkdir()
+    ran = tmp_path / "ran"
+    process = spawn_in(container, ["sh", "-c", f'cat /proc/self/status > "{ran}"'])
+    assert process.wait(WAIT_S) == 0
+    assert (container / "cgroup.procs").read_text() == f"{process.pid}\n"
+    # exec keeps the pid: the command ran as the very process that was placed
+    assert f"Pid:\t{process.pid}\n" in ran.read_text()
+
+
+def test_spawn_in_refuses_a_missing_container(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        spawn_in(tmp_path / "gone")
 
 
 def test_close_kills_every_process_and_removes_the_tree(cgroup_root: Path) -> None:

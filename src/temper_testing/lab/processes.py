@@ -107,6 +107,7 @@ def spawn_in(container: Path, argv: Sequence[str] = SPIN) -> subprocess.Popen[by
     except BaseException:
         process.kill()
         process.wait()
+        process.stdin.close()
         raise
     return process
 
