@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -46,7 +47,7 @@ from temper_testing.lab.interference import (
     WARMUP_S,
 )
 from temper_testing.lab.lcworkload import DRAIN_S, PROFILES
-from temper_testing.lab.variants import AGENT, parse_variant
+from temper_testing.lab.variants import AGENT, Variant, parse_variant
 from temper_testing.lab.verdict import (
     AGENT_COST_METRICS,
     TARGETS,
@@ -386,7 +387,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _raw_section(report)
     lines += ["", "## Caveats", "", *[f"- {note}" for note in report["caveats"]]]
     variants = "".join(
-        f" --variant {n}:{','.join(f'{lay}.{f}={json.dumps(v)}' for lay, f, v in changes)}"
+        f" --variant {shlex.quote(Variant(n, tuple((lay, f, v) for lay, f, v in changes)).spec)}"
         for n, changes in st.get("variants", {}).items()
     )
     lines += [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import shlex
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -173,6 +175,28 @@ def test_a_bare_name_is_the_experiments_baseline_with_no_change() -> None:
     assert (variant.name, variant.changes, variant.scenario) == ("direct", (), "temper:direct")
     config = [{"name": "low", "matches": [[]], "kind": {"Open": {"weight": 1}}}]
     assert apply_variant(config, variant) == config
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["direct", 'g:critical.kind="Grouped",*.slice_us=5000', "quiet:agent.observe=off"],
+)
+def test_a_variant_spec_reads_back_as_the_same_variant(text: str) -> None:
+    variant = parse_variant(text)
+    assert variant.spec == text
+    assert parse_variant(variant.spec) == variant
+
+
+def test_the_reports_reproduce_line_survives_the_shell() -> None:
+    report = json.loads((REPO / "bench" / "reports" / "interference.json").read_text())
+    line = bench_module("interference").render_markdown(report).split("## Reproduce")[1]
+    argv = shlex.split(line.strip().strip("`").strip())
+    specs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--variant"]
+    assert specs, line
+    for spec in specs:
+        name = spec.partition(":")[0]
+        changes = [tuple(c) for c in report["settings"]["variants"][name]]
+        assert list(parse_variant(spec).changes) == changes
 
 
 @pytest.mark.parametrize(

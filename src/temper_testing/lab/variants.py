@@ -49,6 +49,15 @@ class Variant:
         return f"temper:{self.name}"
 
     @property
+    def spec(self) -> str:
+        """The `--variant` text `parse_variant` reads back as this variant."""
+        changes = ",".join(
+            f"{target}.{field}={value if target == AGENT else json.dumps(value)}"
+            for target, field, value in self.changes
+        )
+        return f"{self.name}:{changes}" if changes else self.name
+
+    @property
     def agent_args(self) -> list[str]:
         """The agent's extra flags; empty for a config experiment (run without the agent)."""
         return [
