@@ -167,10 +167,15 @@ def _read_ready(process: WorkloadProcess) -> None:
     raise WorkloadError(f"workload process {process.pid} failed before it was ready: {status}")
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name: [0] is the state; OSError once gone."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
 def _state(pid: int) -> str:
-    """The one-letter state in /proc/<pid>/stat ("R", "S", "D", ...; "" once it is gone)."""
+    """The one-letter state ("R", "S", "D", ...; "" once the process is gone)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        return _stat_fields(pid)[0]
     except (OSError, IndexError):
         return ""
 
@@ -178,7 +183,7 @@ def _state(pid: int) -> str:
 def _describe(pid: int) -> str:
     """A late process's state and CPU time from /proc: is it running, waiting, or starved?"""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = _stat_fields(pid)
     except OSError as exc:
         return f"{pid}: {exc.strerror or exc}"
     cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
