@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo plan api test test-fast check bench bench-lab scx-layered control-plane clean
+.PHONY: demo plan api test test-fast check bench bench-lab scx-layered control-plane image clean
 
 # `## target: what it does (cold TIME, warm TIME)` is each target's help; cold is a first run on a
 # fresh machine, warm one with the caches filled. README.md's command table and its opening
@@ -36,8 +36,14 @@ scx-layered:
 control-plane:
 	scripts/install-control-plane
 
+## image: the agent image as an OCI archive, dist/temper-agent-<version>.oci.tar, with no container daemon (cold ~8 min (estimate), warm ~1 min)
+image: $(STAMP) scx-layered
+	scripts/install-image-tools
+	$(BIN)/python -m temper_release image
+
 ## test: every test tier: unit, integration, scx, control plane, kernel lab with a short `make demo` (cold ~60 min (estimate), warm ~28 min (estimate))
 test: $(STAMP) scx-layered control-plane
+	scripts/install-image-tools
 	$(BIN)/pytest
 
 ## test-fast: unit and integration tiers only (cold ~1 min, warm ~40 s)

@@ -172,6 +172,8 @@ def test_lint_strict_passes(helm: Path) -> None:
         "agent.stateDir=relative/path",
         "updateStrategy.maxUnavailable=0",
         "image.pullPolicy=Sometimes",
+        "image.digest=latest",
+        "image.digest=sha256:1234",
         "observe.port=0",
         "observe.sampleBudgetPerS=0",
         "observe.listenAddress=my host",
@@ -230,6 +232,12 @@ def test_daemonset_runs_privileged_on_every_node(helm: Path) -> None:
         "requests": {"cpu": "50m", "memory": "96Mi"},
         "limits": {"memory": "256Mi"},
     }
+
+
+def test_image_digest_pins_the_image_and_overrides_the_tag(helm: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    pinned = agent_container(render(helm, "image.digest=" + digest, "image.tag=other"))
+    assert pinned["image"] == f"temper-agent@{digest}"
 
 
 def test_agent_command_and_node_name(helm: Path) -> None:

@@ -71,5 +71,9 @@ app.kubernetes.io/component: agent
 
 {{/* The agent image reference; the tag defaults to the chart's appVersion. */}}
 {{- define "temper.agent.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from temper import __version__
 from temper.policy.cgroups import CgroupDriver
 
 DESCRIPTION = "The Temper node agent: pods into QoS tiers, enforced by scx_layered."
@@ -103,6 +104,7 @@ _FLAGS: dict[str, str] = {
 def parse_config(argv: Sequence[str] | None, env: dict[str, str] | os._Environ[str]) -> AgentConfig:
     """Flags over environment (TEMPER_<NAME>) over config file over defaults."""
     parser = argparse.ArgumentParser(prog="temper-agent", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"temper-agent {__version__}")
     parser.add_argument("--config", type=Path, help="TOML file with any of the settings below")
     for name, help_text in _FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", help=help_text)
