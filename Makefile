@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo plan api test test-fast check bench bench-lab scx-layered control-plane image clean
+.PHONY: demo plan api test test-fast check bench bench-lab scx-layered control-plane image release verify-release clean
 
 # `## target: what it does (cold TIME, warm TIME)` is each target's help; cold is a first run on a
 # fresh machine, warm one with the caches filled. README.md's command table and its opening
@@ -41,9 +41,20 @@ image: $(STAMP) scx-layered
 	scripts/install-image-tools
 	$(BIN)/python -m temper_release image
 
+## release: the release in dist/: the image, its SPDX SBOM, the carry-patch, release.json and cosign signatures (cold ~15 min (estimate), warm ~2 min (estimate))
+release: image
+	scripts/install-cosign
+	$(BIN)/python -m temper_release release
+
+## verify-release: check every signature and digest of the release in dist/ (cold ~10 min (estimate), warm ~10 s (estimate))
+verify-release: $(STAMP)
+	scripts/install-cosign
+	$(BIN)/python -m temper_release verify
+
 ## test: every test tier: unit, integration, scx, control plane, kernel lab with a short `make demo` (cold ~60 min (estimate), warm ~28 min (estimate))
 test: $(STAMP) scx-layered control-plane
 	scripts/install-image-tools
+	scripts/install-cosign
 	$(BIN)/pytest
 
 ## test-fast: unit and integration tiers only (cold ~1 min, warm ~40 s)

@@ -1,7 +1,10 @@
 """python -m temper_release COMMAND: the agent image and its release, from a checkout.
 
-    image [--arch ARCH] [--out DIR]   build DIR/temper-agent-<version>.oci.tar (`make image`)
-    lock  [--arch ARCH]               rewrite versions/image-python-<arch>.txt from pyproject.toml
+    image   [--arch ARCH] [--out DIR]  build DIR/temper-agent-<version>.oci.tar (`make image`)
+    release [--arch ARCH] [--out DIR]  the SBOM, the patch, release.json and signatures beside
+                                       that image (`make release`; signing.py says which key)
+    verify  [--out DIR] [--key PUB]    check every signature and digest (`make verify-release`)
+    lock    [--arch ARCH]              rewrite versions/image-python-<arch>.txt
 
 Run from the checkout's root (the Makefile does). SOURCE_DATE_EPOCH, when set, stamps the
 image; otherwise the commit's time does. Exit 1 when a step fails (its message says which and
@@ -20,7 +23,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from temper_release import image, oci, pythonenv, rootfs
+from temper_release import image, oci, pythonenv, release, rootfs, signing
 from temper_release.errors import ReleaseError
 
 
@@ -31,6 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     build = commands.add_parser("image", help="build the agent image archive")
     build.add_argument("--arch", default="amd64", help="Debian architecture (default amd64)")
     build.add_argument("--out", type=Path, default=Path("dist"), help="output directory")
+    release = commands.add_parser("release", help="SBOM, patches, release.json, signatures")
+    release.add_argument("--arch", default="amd64", help="Debian architecture (default amd64)")
+    release.add_argument("--out", type=Path, default=Path("dist"), help="the image's directory")
+    check = commands.add_parser("verify", help="check a release's signatures and digests")
+    check.add_argument("--out", type=Path, default=Path("dist"), help="the release directory")
+    check.add_argument("--key", type=Path, help="cosign public key (default: the release's own)")
     lock = commands.add_parser("lock", help="rewrite the image's Python lock")
     lock.add_argument("--arch", default="amd64", help="Debian architecture (default amd64)")
     args = parser.parse_args(argv)
@@ -38,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "image":
             return _image(checkout, args.arch, args.out)
+        if args.command == "release":
+            return _release(checkout, args.arch, args.out)
+        if args.command == "verify":
+            return _verify(checkout, args.out, args.key)
         return _lock(checkout, args.arch)
     except ReleaseError as error:
         print(f"temper_release {args.command}: {error}", file=sys.stderr)
@@ -57,6 +70,40 @@ def _image(checkout: Path, architecture: str, out: Path) -> int:
         f"{built.archive} ({built.uncompressed_bytes / 2**20:.1f} MiB uncompressed), "
         f"manifest {built.manifest_digest}"
     )
+    return 0
+
+
+def _release(checkout: Path, architecture: str, out: Path) -> int:
+    cosign = signing.cosign_path(checkout)
+    cache = Path(os.environ.get("TEMPER_CACHE", Path.home() / ".cache/temper"))
+    key = signing.signing_key(cosign, cache)
+    if key.origin == signing.DEVELOPMENT:
+        print(
+            f"release: signing with the development key {key.private} (set TEMPER_SIGNING_KEY "
+            "to a cosign key file for a release anyone else should trust)",
+            flush=True,
+        )
+    inputs = image_inputs(checkout, architecture)
+    written = release.make_release(inputs, out, cosign, key, lambda line: print(f"release: {line}"))
+    print(f"release: {written}")
+    return 0
+
+
+def _verify(checkout: Path, out: Path, key: Path | None) -> int:
+    cosign = signing.cosign_path(checkout)
+    if key is None:
+        key = out / release.PUBLIC_KEY
+        print(
+            f"verify: with {key}, the key inside the release; pass --key with the public key "
+            "you got from the publisher to know who signed it",
+            flush=True,
+        )
+    problems = release.verify_release(out, cosign, key)
+    for problem in problems:
+        print(f"verify: FAILED: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"verify: {out}: every signature and digest checks")
     return 0
 
 

@@ -42,6 +42,9 @@ MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 REF_NAME = "org.opencontainers.image.ref.name"
+# On the layer's descriptor in the manifest: its size once unpacked, for the release manifest
+# (what a node's disk holds; the descriptor's own size is the compressed blob's).
+UNCOMPRESSED_ANNOTATION = "io.temper.layer.uncompressed-bytes"
 # A mid-level compression: the layer is ~50% smaller than raw, and level 9 only costs time.
 GZIP_LEVEL = 6
 
@@ -131,7 +134,12 @@ def write_layout(root: Path, layout: Path, config: ImageConfig, ref_name: str, e
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
             "config": config_desc.as_json(),
-            "layers": [layer.as_json()],
+            "layers": [
+                {
+                    **layer.as_json(),
+                    "annotations": {UNCOMPRESSED_ANNOTATION: str(raw.size)},
+                }
+            ],
             "annotations": {"org.opencontainers.image.created": _rfc3339(epoch)},
         }
     )

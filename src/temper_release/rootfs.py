@@ -40,6 +40,7 @@ from pathlib import Path
 from temper_release.errors import ReleaseError
 
 SUITE = "bookworm"
+DISTRO = "debian-12"  # SUITE's release, as package URLs name it (`distro=`)
 # What the image runs: Python 3.11 and its standard library (temper-agent, temper-cli);
 # scx_layered's libelf, zlib and libgcc; grpcio's libstdc++. Their dependencies come with them.
 PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libelf1", "zlib1g", "libstdc++6")

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,51 +32,18 @@ from temper import __version__
 from temper_release import oci, rootfs
 
 REPO = Path(__file__).resolve().parents[2]
-ARCHIVE = f"temper-agent-{__version__}.oci.tar"
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
 # Uncompressed, the layer: what a node's disk holds once pulled.
 SIZE_LIMIT_MIB = 150
 
 
-def build_image(out: Path) -> Path:
-    if os.geteuid() != 0:
-        pytest.fail("the release tier needs root (mmdebstrap --mode=root, chroot)", pytrace=False)
-    for tool in ("mmdebstrap", "umoci"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: run scripts/install-image-tools", pytrace=False)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "temper_release",
-            "--checkout",
-            str(REPO),
-            "image",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"the image build failed:\n{done.stdout}\n{done.stderr}", pytrace=False)
-    return out / ARCHIVE
-
-
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_image(tmp_path_factory.mktemp("first"))
-
-
-@pytest.fixture(scope="module")
-def unpacked(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def unpacked(image_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The image unpacked by umoci: the bundle's rootfs."""
     work = tmp_path_factory.mktemp("umoci")
     layout = work / "layout"
     layout.mkdir()
-    with tarfile.open(archive) as tar:
+    with tarfile.open(image_archive) as tar:
         tar.extractall(layout, filter="data")
     bundle = work / "bundle"
     subprocess.run(
@@ -103,12 +68,14 @@ def in_image(root: Path, *command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_two_builds_of_one_commit_give_one_digest(
-    archive: Path, tmp_path_factory: pytest.TempPathFactory
+    image_archive: Path,
+    build_image: Callable[[Path], Path],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     again = build_image(tmp_path_factory.mktemp("second"))
-    first, second = oci.read_archive(archive), oci.read_archive(again)
+    first, second = oci.read_archive(image_archive), oci.read_archive(again)
     assert first.manifest_digest == second.manifest_digest
-    assert _sha256(archive) == _sha256(again)
+    assert _sha256(image_archive) == _sha256(again)
 
 
 def test_the_image_runs_the_agent_and_scx_layered_from_its_own_root(unpacked: Path) -> None:
@@ -168,8 +135,8 @@ def test_status_d_records_the_debian_packages_whose_files_are_there(unpacked: Pa
     assert (unpacked / "usr/bin/python3.11").is_file()
 
 
-def test_the_config_names_the_agent_and_its_revision(archive: Path) -> None:
-    view = oci.read_archive(archive)
+def test_the_config_names_the_agent_and_its_revision(image_archive: Path) -> None:
+    view = oci.read_archive(image_archive)
     config = view.config
     assert config["config"]["Entrypoint"] == ["/usr/local/bin/temper-agent"]
     labels = config["config"]["Labels"]
@@ -182,8 +149,8 @@ def test_the_config_names_the_agent_and_its_revision(archive: Path) -> None:
     assert json.loads(view.blobs[view.manifest_digest])["layers"][0]["size"] > 0
 
 
-def test_the_image_is_under_its_size_limit(archive: Path) -> None:
-    layer_bytes = sum(member.size for member in _layer_members(archive) if member.isfile())
+def test_the_image_is_under_its_size_limit(image_archive: Path) -> None:
+    layer_bytes = sum(member.size for member in _layer_members(image_archive) if member.isfile())
     assert layer_bytes < SIZE_LIMIT_MIB * 2**20, f"{layer_bytes / 2**20:.1f} MiB"
 
 

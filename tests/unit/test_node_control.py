@@ -204,8 +204,8 @@ def test_the_kernels_scheduler_is_ours_only_while_we_run_a_child() -> None:
 
 def test_a_failed_gate_gives_every_reason() -> None:
     r = rig()
-    r.scheduler.gate = GateResult(passed=False, kernel="5.15", reasons=("too old", "no BTF"))
-    assert r.control.status().kernel_gate == pb.KernelGate(passed=False, reason="too old; no BTF")
+    r.scheduler.gate = GateResult(passed=False, kernel="5.15", reasons=("Too old.", "No BTF."))
+    assert r.control.status().kernel_gate == pb.KernelGate(passed=False, reason="Too old. No BTF.")
 
 
 def test_lint_counts_come_from_the_newest_observation() -> None:

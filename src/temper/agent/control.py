@@ -168,7 +168,7 @@ class NodeControl:
             reason=reason,
             kernel_gate=pb.KernelGate(
                 passed=bool(gate and gate.passed),
-                reason="; ".join(gate.reasons) if gate else "not read yet",
+                reason=" ".join(gate.reasons) if gate else "not read yet",
             ),
             scheduler=self._scheduler(),
             config_sha256=self.scheduler.running_digest() or "",

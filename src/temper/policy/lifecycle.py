@@ -158,7 +158,7 @@ class Lifecycle:
     def _gate(self, obs: Observation, stop: Action | None) -> Decision | None:
         if not obs.gate_reasons:
             return None
-        return Decision(Mode.REFUSED, "kernel gate failed: " + "; ".join(obs.gate_reasons), stop)
+        return Decision(Mode.REFUSED, "kernel gate failed: " + " ".join(obs.gate_reasons), stop)
 
     def _foreign(self, obs: Observation, stop: Action | None) -> Decision | None:
         if not obs.foreign:

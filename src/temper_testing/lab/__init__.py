@@ -25,8 +25,8 @@ Facts it is built on, each found by the prototype that preceded it (its notes an
 directories were kept beside it):
 
 - The machine's kernel has no sched_ext. Debian's generic amd64 kernels of the 7.x series
-  (trixie-backports, sid) have `CONFIG_SCHED_CLASS_EXT=y` and BTF; the cloud flavor and trixie's
-  6.12 kernels do not, so the kernel is chosen by checking the config inside its package.
+  (trixie-backports, sid) have `CONFIG_SCHED_CLASS_EXT=y` and BTF; trixie's 6.12 kernels do
+  not, so the kernel is chosen by checking the config inside its package (docs/platforms.md).
   Boots of 7.3.4+deb13-amd64 (trixie-backports) and 7.2.13+deb14-amd64 (sid) both showed
   `/sys/kernel/sched_ext/state` = `disabled` and `/sys/kernel/btf/vmlinux` present.
 - /dev/kvm exists but nested virtualization does not work, so QEMU runs TCG. Multi-threaded TCG

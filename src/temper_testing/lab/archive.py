@@ -3,9 +3,10 @@
 A Debian kernel release `R` (for example `7.3.4+deb13-amd64`, what `uname -r` prints) ships as three
 binary packages: `linux-base-R` (the config, in `usr/lib/modules/R/config`), `linux-binary-R` (the
 bzImage, `usr/lib/modules/R/vmlinuz`) and `linux-modules-R`. Only the generic flavor counts:
-`-cloud-amd64` and `-rt-amd64` releases are skipped (the cloud flavor ships sched_ext off:
-docs/testing.md#the-kernel-lab). The suite's `Packages.xz` index gives each file's path in the pool,
-size and SHA-256; downloads are checked against both.
+`-cloud-amd64` and `-rt-amd64` releases are skipped (the cloud flavor has sched_ext on in 7.x
+but no 9p, which the lab's guest mounts the host with: docs/testing.md#the-kernel-lab). The
+suite's `Packages.xz` index gives each file's path in the pool, size and SHA-256; downloads are
+checked against both.
 
 The indexes are fetched over the mirror's own scheme without checking `InRelease` signatures, so
 the SHA-256 checks catch truncation and corruption, not a hostile mirror.
