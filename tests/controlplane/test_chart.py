@@ -390,9 +390,9 @@ def test_cluster_role_is_least_privilege(helm: Path) -> None:
     }
     assert len(rules) == len(role["rules"])
     assert rules == {
-        (("",), ("pods",)): ["get", "list", "watch"],
+        (("",), ("pods",)): ["list", "watch"],
         (("",), ("nodes",)): ["get", "patch", "watch"],
-        (("",), ("events",)): ["create", "patch"],
+        (("",), ("events",)): ["create"],
     }
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
