@@ -46,10 +46,10 @@ release: image
 	scripts/install-cosign
 	$(BIN)/python -m temper_release release
 
-## verify-release: check every signature and digest of the release in dist/ (cold ~10 min (estimate), warm ~10 s (estimate))
+## verify-release: check every signature and digest of the release in dist/; KEY=publisher.pub to check who signed it (cold ~10 min (estimate), warm ~10 s (estimate))
 verify-release: $(STAMP)
 	scripts/install-cosign
-	$(BIN)/python -m temper_release verify
+	$(BIN)/python -m temper_release verify $(if $(KEY),--key $(KEY))
 
 ## test: every test tier: unit, integration, scx, control plane, kernel lab with a short `make demo` (cold ~60 min (estimate), warm ~28 min (estimate))
 test: $(STAMP) scx-layered control-plane

@@ -60,8 +60,8 @@ def build(inputs: Inputs, out_dir: Path, progress: Progress) -> Built:
     work = Path(tempfile.mkdtemp(prefix=".image-build-", dir=out_dir))
     try:
         built = _build(inputs, out_dir, work, progress)
-    except (ReleaseError, OSError) as error:
-        raise ReleaseError(f"{error}\nthe build's work directory is kept: {work}") from error
+    except Exception as error:  # any failure: say what, and keep the evidence
+        raise ReleaseError(f"{error!r}\nthe build's work directory is kept: {work}") from error
     shutil.rmtree(work)
     return built
 

@@ -12,11 +12,13 @@ and packed into one archive (`temper-agent-<version>.oci.tar`) that `skopeo copy
 oci-archive:...` and `umoci` read.
 
 Reproducible: the same tree gives the same bytes, so two builds of one commit give one manifest
-digest. Every tar entry is sorted by path, owned by 0:0 with no user or group names, stamped
-with min(its mtime, SOURCE_DATE_EPOCH); gzip carries no name and mtime 0; JSON is written with
-sorted keys and no spaces; the config's `created` is SOURCE_DATE_EPOCH. Hard links stay links,
-to the first path in sorted order. A file of any other type (a device, a socket) is an error:
-the runtime gives the container its /dev.
+digest, whatever the build machine's clock or umask. Tar entries come depth-first, each
+directory's entries sorted by name; every entry is owned by 0:0 with no user or group names and
+stamped with SOURCE_DATE_EPOCH; modes are normalised (0755 for directories and for files any
+execute bit is set on, 0644 for the rest, and a directory's sticky bit kept, as /tmp's); gzip
+carries no name and mtime 0; JSON is written with sorted keys and no spaces; the config's
+`created` is SOURCE_DATE_EPOCH. Hard links stay links, to the first path in that order. A file
+of any other type (a device, a socket) is an error: the runtime gives the container its /dev.
 """
 
 from __future__ import annotations
@@ -178,8 +180,8 @@ def tree_entries(root: Path, epoch: int) -> Iterator[tuple[tarfile.TarInfo, IO[b
         name = path.relative_to(root).as_posix()
         st = path.lstat()
         info = tarfile.TarInfo(name)
-        info.mode = stat.S_IMODE(st.st_mode)
-        info.mtime = min(int(st.st_mtime), epoch)
+        info.mode = _normal_mode(st.st_mode)
+        info.mtime = epoch
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         data: IO[bytes] | None = None
@@ -277,6 +279,13 @@ def read_archive(archive: Path) -> ArchiveView:
         manifest_digest=entry["digest"],
         ref_name=entry.get("annotations", {}).get(REF_NAME, ""),
     )
+
+
+def _normal_mode(mode: int) -> int:
+    """0755 or 0644 by the execute bits, and a directory's sticky bit: not the umask's say."""
+    executable = stat.S_ISDIR(mode) or bool(mode & 0o111)
+    sticky = stat.S_ISDIR(mode) and bool(mode & stat.S_ISVTX)
+    return (0o755 if executable else 0o644) | (stat.S_ISVTX if sticky else 0)
 
 
 def _sorted_walk(root: Path) -> Iterator[Path]:

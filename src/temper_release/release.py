@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,42 +100,56 @@ def make_release(
 
 
 def verify_release(dist: Path, cosign: Path, public_key: Path) -> list[str]:
-    """Every problem with the release in `dist`, checked against `public_key`; empty if none."""
+    """Every problem with the release in `dist`, checked against `public_key`; empty if none.
+
+    release.json must verify first: until it does, nothing it says is trusted. Then the image's
+    own signature, every artefact it lists (each inside `dist`; the image, the SBOM, the
+    patches and the public key must all be listed), and every blob inside the image."""
     release_json = dist / RELEASE_JSON
-    if not release_json.is_file():
-        return [f"{release_json} does not exist"]
-    problems = []
-    signed = [release_json]
+    why = _check_signature(cosign, public_key, release_json)
+    if why:
+        return [why]
     try:
         manifest = json.loads(release_json.read_text())
-        archive = dist / manifest["image"]["file"]
-        signed.append(archive)
-        artefacts = list(manifest["artefacts"])
+        image = manifest["image"]
+        listed = {
+            str(a["file"]): (str(a["sha256"]), int(a["bytes"])) for a in manifest["artefacts"]
+        }
+        required = {image["file"], manifest["sbom"]["file"], PUBLIC_KEY}
+        required |= {str(p["file"]) for p in manifest["patches"]}
     except (ValueError, KeyError, TypeError) as error:
-        return [f"{release_json} is not a release manifest: {error!r}"]
-    for path in signed:
-        signature = path.with_name(path.name + ".sig")
-        if not signature.is_file():
-            problems.append(f"{signature.name} is missing")
-            continue
-        why = signing.verify(cosign, public_key, path, signature)
-        if why:
-            problems.append(why)
-    for artefact in artefacts:
-        path = dist / artefact["file"]
-        if not path.is_file():
-            problems.append(f"{artefact['file']} is missing")
-        elif _sha256(path) != artefact["sha256"] or path.stat().st_size != artefact["bytes"]:
-            problems.append(f"{artefact['file']}: sha256 or size differs from {RELEASE_JSON}")
-    if archive.is_file():
-        try:
-            view = oci.read_archive(archive)
-        except ReleaseError as error:
-            problems.append(str(error))
-        else:
-            if view.manifest_digest != manifest["image"]["manifest_digest"]:
-                problems.append(f"{archive.name}: manifest digest differs from {RELEASE_JSON}")
+        return [f"{RELEASE_JSON} is not a release manifest: {error!r}"]
+    problems = [f"{name}: not listed in {RELEASE_JSON}" for name in sorted(required - set(listed))]
+    for name, (sha256, size) in sorted(listed.items()):
+        path = dist / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            problems.append(f"{name}: a path outside the release directory")
+        elif not path.is_file():
+            problems.append(f"{name} is missing")
+        elif _sha256(path) != sha256 or path.stat().st_size != size:
+            problems.append(f"{name}: sha256 or size differs from {RELEASE_JSON}")
+    if problems:
+        return problems
+    archive = dist / image["file"]
+    why = _check_signature(cosign, public_key, archive)
+    if why:
+        problems.append(why)
+    try:
+        view = oci.read_archive(archive)
+    except (ReleaseError, tarfile.TarError, ValueError, KeyError, OSError) as error:
+        problems.append(f"{archive.name}: not a readable image archive: {error}")
+    else:
+        if view.manifest_digest != image.get("manifest_digest"):
+            problems.append(f"{archive.name}: manifest digest differs from {RELEASE_JSON}")
     return problems
+
+
+def _check_signature(cosign: Path, public_key: Path, path: Path) -> str | None:
+    signature = path.with_name(path.name + ".sig")
+    for needed in (path, signature):
+        if not needed.is_file():
+            return f"{needed.name} is missing"
+    return signing.verify(cosign, public_key, path, signature)
 
 
 def _artefact(dist: Path, path: Path) -> dict[str, Any]:

@@ -67,13 +67,17 @@ class DebPackage:
 
 
 def apt_sources(apt_dir: Path = Path("/etc/apt")) -> Path:
-    """The sources file mmdebstrap reads: this machine's own apt configuration (deb822 first)."""
-    candidates = sorted(apt_dir.glob("sources.list.d/*.sources"))
-    if not candidates and (apt_dir / "sources.list").exists():
-        candidates = [apt_dir / "sources.list"]
-    if not candidates:
-        raise ReleaseError(f"no apt sources under {apt_dir}: the image's packages need a mirror")
-    return candidates[0]
+    """The sources file mmdebstrap reads: the first of this machine's own apt sources files
+    (deb822 `.sources` first, then `sources.list`) that names SUITE. mmdebstrap uses it as it
+    is, so the image gets SUITE and whatever else that file lists for it (security updates)."""
+    candidates = [*sorted(apt_dir.glob("sources.list.d/*.sources")), apt_dir / "sources.list"]
+    for path in candidates:
+        if path.is_file() and re.search(rf"(^|\s){SUITE}(\s|$)", path.read_text(), re.M):
+            return path
+    raise ReleaseError(
+        f"no apt sources file under {apt_dir} names {SUITE}: the image's packages come from "
+        f"Debian {SUITE}; add a sources file for it"
+    )
 
 
 def fetch_packages(work: Path, architecture: str, sources: Path) -> list[DebPackage]:
@@ -192,16 +196,23 @@ def installed_packages(root: Path) -> list[Mapping[str, str]]:
 
 
 def _extract_data(deb: Path, root: Path) -> None:
-    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
+    command = ["dpkg-deb", "--fsys-tarfile", str(deb)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for member in tar:
-                name = member.name.removeprefix("./")
-                if not name or (PRUNED.match(name) and not KEPT.match(name)):
-                    continue
-                tar.extract(member, root, filter="tar")
+        assert proc.stderr is not None
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for member in tar:
+                    name = member.name.removeprefix("./")
+                    if not name or (PRUNED.match(name) and not KEPT.match(name)):
+                        continue
+                    tar.extract(member, root, filter="tar")
+        except tarfile.TarError as error:
+            said = proc.stderr.read().decode(errors="replace").strip()
+            raise ReleaseError(f"unpacking {deb.name}: {error} (dpkg-deb: {said})") from None
+        said = proc.stderr.read().decode(errors="replace").strip()
     if proc.returncode != 0:
-        raise ReleaseError(f"dpkg-deb --fsys-tarfile {deb} exited {proc.returncode}")
+        raise ReleaseError(f"dpkg-deb --fsys-tarfile {deb} exited {proc.returncode}: {said}")
 
 
 def _present(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from temper_release.errors import ReleaseError
@@ -31,7 +31,7 @@ class Key:
     private: Path
     public: Path
     origin: str  # DEVELOPMENT or PROVIDED
-    password: str
+    password: str = field(repr=False)
 
 
 def signing_key(cosign: Path, cache: Path, env: Mapping[str, str] = os.environ) -> Key:

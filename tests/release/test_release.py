@@ -109,6 +109,8 @@ def test_the_release_verifies_with_its_key(dist: Path) -> None:
         f"patches/scx_layered-{SCX_VERSION}.patch",
         "release.json",
         "release.json.sig",
+        "cosign.pub",
+        f"temper-agent-{__version__}.oci.tar.sig",
     ],
 )
 def test_one_changed_byte_in_any_artefact_fails_verification(
@@ -125,6 +127,15 @@ def test_one_changed_byte_in_any_artefact_fails_verification(
     assert "FAILED" in verified.stderr
     named = artefact.removesuffix(".sig").rsplit("/", 1)[-1]
     assert named in verified.stderr, verified.stderr
+
+
+def test_a_missing_artefact_fails_verification(dist: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "dist"
+    shutil.copytree(dist, copy)
+    (copy / f"temper-agent-{__version__}.spdx.json").unlink()
+    verified = temper_release("verify", "--out", str(copy), "--key", str(dist / "cosign.pub"))
+    assert verified.returncode == 1
+    assert f"temper-agent-{__version__}.spdx.json is missing" in verified.stderr
 
 
 def test_another_key_fails_verification(dist: Path, tmp_path: Path) -> None:

@@ -31,8 +31,9 @@ def make_tree(root: Path, mtime: int) -> Path:
     return root
 
 
-def build(tmp_path: Path, name: str, mtime: int) -> tuple[oci.Image, Path]:
+def build(tmp_path: Path, name: str, mtime: int, umask: int = 0o022) -> tuple[oci.Image, Path]:
     tree = make_tree(tmp_path / f"{name}-root", mtime)
+    (tree / "etc/passwd").chmod(0o666 & ~umask)
     layout = tmp_path / f"{name}-layout"
     image = oci.write_layout(tree, layout, CONFIG, "1.2.3", EPOCH)
     archive = tmp_path / f"{name}.oci.tar"
@@ -40,10 +41,9 @@ def build(tmp_path: Path, name: str, mtime: int) -> tuple[oci.Image, Path]:
     return image, archive
 
 
-def test_the_same_tree_built_at_different_times_gives_one_digest(tmp_path: Path) -> None:
-    # Both trees are newer than SOURCE_DATE_EPOCH, at different times: clamping makes them one.
+def test_the_same_tree_built_at_other_times_and_umasks_gives_one_digest(tmp_path: Path) -> None:
     first, first_archive = build(tmp_path, "a", EPOCH + 100)
-    second, second_archive = build(tmp_path, "b", EPOCH + 5_000)
+    second, second_archive = build(tmp_path, "b", EPOCH - 5_000, umask=0o077)
     assert first.manifest.digest == second.manifest.digest
     assert first_archive.read_bytes() == second_archive.read_bytes()
 
@@ -56,9 +56,11 @@ def test_a_changed_file_changes_the_digest(tmp_path: Path) -> None:
     assert changed.manifest.digest != first.manifest.digest
 
 
-def test_layer_entries_are_sorted_owned_by_root_and_clamped(tmp_path: Path) -> None:
+def test_layer_entries_are_sorted_owned_by_root_and_stamped(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "root", EPOCH + 100)
     os.utime(tree / "etc/passwd", (EPOCH - 50, EPOCH - 50))
+    (tree / "etc/passwd").chmod(0o600)  # a umask's doing: normalised
+    (tree / "etc").chmod(0o1777)  # a sticky directory, as /tmp: kept
     entries = []
     for info, data in oci.tree_entries(tree, EPOCH):
         entries.append(info)
@@ -76,9 +78,10 @@ def test_layer_entries_are_sorted_owned_by_root_and_clamped(tmp_path: Path) -> N
     ]
     by_name = {info.name: info for info in entries}
     assert {(i.uid, i.gid, i.uname, i.gname) for i in entries} == {(0, 0, "", "")}
-    assert by_name["etc/passwd"].mtime == EPOCH - 50  # older than the epoch: kept
-    assert by_name["usr/bin/agent"].mtime == EPOCH  # newer: clamped
+    assert {i.mtime for i in entries} == {EPOCH}
     assert by_name["usr/bin/agent"].mode == 0o755
+    assert by_name["etc/passwd"].mode == 0o644
+    assert by_name["etc"].mode == 0o1755
     assert by_name["bin"].issym()
     assert by_name["bin"].linkname == "usr/bin"
     assert by_name["usr/bin/agent-again"].islnk()
