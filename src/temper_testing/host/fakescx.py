@@ -76,16 +76,18 @@ def _config_parses(spec: str) -> bool:
 
 
 def _run_attached(root: Path, mode: str, after_s: float, seq: int) -> int:
-    write_fake_sched_ext(root, state="enabled", ops=FAKE_OPS, enable_seq=seq + 1)
-    print("Layered Scheduler Attached. Run `scx_layered --monitor` for metrics.", flush=True)
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
+    # Handlers first: the supervisor may signal as soon as it sees the fake kernel attached (on
+    # a busy machine, an ignore-term child died of a SIGTERM sent in between).
     signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "ignore-term" else stop)
     signal.signal(signal.SIGINT, stop)
+    write_fake_sched_ext(root, state="enabled", ops=FAKE_OPS, enable_seq=seq + 1)
+    print("Layered Scheduler Attached. Run `scx_layered --monitor` for metrics.", flush=True)
     deadline = time.monotonic() + after_s
     while not stopping:
         time.sleep(0.02)
