@@ -53,7 +53,8 @@ GZIP_LEVEL = 6
 
 @dataclass(frozen=True)
 class ImageConfig:
-    """What the runtime reads from the image config (OCI image-spec `config.md`)."""
+    """What the runtime reads from the image config (docs/release.md, "The layout", names the
+    OCI image specification's sections)."""
 
     architecture: str  # GOARCH spelling: amd64, arm64
     entrypoint: Sequence[str]

@@ -126,7 +126,7 @@ def verify_release(dist: Path, cosign: Path, public_key: Path) -> list[str]:
             problems.append(f"{name}: a path outside the release directory")
         elif not path.is_file():
             problems.append(f"{name} is missing")
-        elif _sha256(path) != sha256 or path.stat().st_size != size:
+        elif sha256_file(path) != sha256 or path.stat().st_size != size:
             problems.append(f"{name}: sha256 or size differs from {RELEASE_JSON}")
     if problems:
         return problems
@@ -155,7 +155,7 @@ def _check_signature(cosign: Path, public_key: Path, path: Path) -> str | None:
 def _artefact(dist: Path, path: Path) -> dict[str, Any]:
     return {
         "file": path.relative_to(dist).as_posix(),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
     }
 
@@ -174,7 +174,7 @@ def _uncompressed_bytes(view: oci.ArchiveView) -> int:
         ) from None
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):

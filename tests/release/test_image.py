@@ -18,7 +18,6 @@ and says which; it never skips. About 2 minutes warm.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ import pytest
 
 from temper import __version__
 from temper_release import oci, rootfs
+from temper_release.release import sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
@@ -75,7 +75,7 @@ def test_two_builds_of_one_commit_give_one_digest(
     again = build_image(tmp_path_factory.mktemp("second"))
     first, second = oci.read_archive(image_archive), oci.read_archive(again)
     assert first.manifest_digest == second.manifest_digest
-    assert _sha256(image_archive) == _sha256(again)
+    assert sha256_file(image_archive) == sha256_file(again)
 
 
 def test_the_image_runs_the_agent_and_scx_layered_from_its_own_root(unpacked: Path) -> None:
@@ -171,11 +171,3 @@ def _elf_files(root: Path) -> Iterator[Path]:
             with path.open("rb") as handle:
                 if handle.read(4) == b"\x7fELF":
                     yield path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
